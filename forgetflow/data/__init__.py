@@ -1,0 +1,1 @@
+"""Dataset sources, synthetic subjects and the versioned, sharded dataset store."""

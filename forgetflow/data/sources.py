@@ -1,0 +1,164 @@
+"""Dataset sources: each returns every image as uint8 (N, H, W, C) with integer labels.
+
+torchvision sources read a local folder and never download unless asked (`download=True`),
+because forgetflow runs where the network may be closed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from forgetflow.errors import DataSourceError
+
+SOURCES = ("digits", "fashion-mnist", "mnist", "cifar10", "imagefolder")
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class RawDataset:
+    name: str
+    images: np.ndarray  # uint8, (N, H, W, C)
+    labels: np.ndarray  # int64, (N,)
+    class_names: list[str]
+    official_split: np.ndarray | None  # "train"/"test" per sample, or None when the source has none
+    description: dict = field(default_factory=dict)
+
+
+def load_source(source: str, path: str | Path | None = None, *, cache_dir: Path | None = None, download: bool = False) -> RawDataset:
+    if source == "digits":
+        return _digits()
+    if source in ("fashion-mnist", "mnist"):
+        return _mnist_like(source, path, cache_dir, download)
+    if source == "cifar10":
+        return _cifar10(path, download)
+    if source == "imagefolder":
+        return _imagefolder(path)
+    raise DataSourceError(f"unknown dataset source {source!r}", f"choose one of: {', '.join(SOURCES)}")
+
+
+def _digits() -> RawDataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # sklearn's digits are 0..16 intensities; scale to the full uint8 range so every source shares [0, 255].
+    images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return RawDataset(
+        name="digits",
+        images=images,
+        labels=bunch.target.astype(np.int64),
+        class_names=[str(c) for c in bunch.target_names],
+        official_split=None,
+        description={"source": "sklearn.datasets.load_digits", "scaling": "x * 255 / 16, rounded"},
+    )
+
+
+_MNIST_FILES = {
+    "train-images-idx3-ubyte": "train images",
+    "train-labels-idx1-ubyte": "train labels",
+    "t10k-images-idx3-ubyte": "test images",
+    "t10k-labels-idx1-ubyte": "test labels",
+}
+
+
+def _stage_idx_files(source: str, folder: Path, cache_dir: Path) -> Path:
+    """Lay out IDX files (plain or .gz) the way torchvision expects: <root>/<Class>/raw/<name>."""
+    class_dir = "FashionMNIST" if source == "fashion-mnist" else "MNIST"
+    raw = cache_dir / class_dir / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    missing = []
+    for name in _MNIST_FILES:
+        target = raw / name
+        if target.exists():
+            continue
+        plain, packed = folder / name, folder / f"{name}.gz"
+        if plain.exists():
+            shutil.copyfile(plain, target)
+        elif packed.exists():
+            tmp = target.with_suffix(".partial")
+            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(target)
+        else:
+            missing.append(name)
+    if missing:
+        raise _missing_files(source, folder, missing)
+    return cache_dir
+
+
+def _missing_files(source: str, folder: Path, missing: list[str]) -> DataSourceError:
+    hint = f"put {', '.join(m + '[.gz]' for m in missing)} into {folder}, or pass --path DIR, or --download where the network is open"
+    if source == "fashion-mnist":
+        hint += "; on Debian/Ubuntu: `apt-get install dataset-fashion-mnist` (files land in /usr/share/datasets/fashion-mnist)"
+    return DataSourceError(f"{source}: dataset files not found in {folder}", hint)
+
+
+def _mnist_like(source: str, path, cache_dir: Path | None, download: bool) -> RawDataset:
+    from torchvision import datasets
+
+    cls = datasets.FashionMNIST if source == "fashion-mnist" else datasets.MNIST
+    cache_dir = Path(cache_dir or Path.home() / ".cache" / "forgetflow" / "sources")
+    if download:
+        root = cache_dir
+    else:
+        folder = Path(path) if path else (DEBIAN_FASHION_MNIST if source == "fashion-mnist" else cache_dir / "mnist")
+        if not folder.is_dir():
+            raise _missing_files(source, folder, list(_MNIST_FILES))
+        root = _stage_idx_files(source, folder, cache_dir)
+    try:
+        train = cls(root=str(root), train=True, download=download)
+        test = cls(root=str(root), train=False, download=download)
+    except RuntimeError as exc:  # torchvision: "Dataset not found" or a failed download
+        raise DataSourceError(f"{source}: torchvision could not load the dataset: {exc}", "check the files or the network") from exc
+    images = np.concatenate([train.data.numpy(), test.data.numpy()])[..., None].astype(np.uint8)
+    labels = np.concatenate([train.targets.numpy(), test.targets.numpy()]).astype(np.int64)
+    split = np.array(["train"] * len(train) + ["test"] * len(test))
+    return RawDataset(source, images, labels, list(train.classes), split, {"source": f"torchvision.datasets.{cls.__name__}", "root": str(root)})
+
+
+def _cifar10(path, download: bool) -> RawDataset:
+    from torchvision import datasets
+
+    root = Path(path) if path else Path.home() / ".cache" / "forgetflow" / "sources" / "cifar10"
+    try:
+        train = datasets.CIFAR10(root=str(root), train=True, download=download)
+        test = datasets.CIFAR10(root=str(root), train=False, download=download)
+    except RuntimeError as exc:
+        raise DataSourceError(
+            f"cifar10: dataset not found under {root} ({exc})",
+            "extract cifar-10-python.tar.gz there (folder cifar-10-batches-py), pass --path DIR, or use --download where the network is open",
+        ) from exc
+    images = np.concatenate([train.data, test.data]).astype(np.uint8)
+    labels = np.concatenate([np.asarray(train.targets), np.asarray(test.targets)]).astype(np.int64)
+    split = np.array(["train"] * len(train) + ["test"] * len(test))
+    return RawDataset("cifar10", images, labels, list(train.classes), split, {"source": "torchvision.datasets.CIFAR10", "root": str(root)})
+
+
+def _imagefolder(path) -> RawDataset:
+    """Any torchvision ImageFolder (one sub-folder per class); images must share one size."""
+    if path is None:
+        raise DataSourceError("imagefolder needs a folder", "pass it: forgetflow data import imagefolder PATH")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise DataSourceError(f"imagefolder: {folder} is not a directory", "pass a folder with one sub-folder per class")
+    from torchvision import datasets
+
+    try:
+        ds = datasets.ImageFolder(str(folder))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataSourceError(f"imagefolder: {exc}", "each class needs a sub-folder holding image files") from exc
+    arrays, shapes = [], set()
+    for file_path, _ in ds.samples:
+        img = ds.loader(file_path)
+        arr = np.asarray(img.convert("L") if img.mode in ("L", "1", "I;16") else img.convert("RGB"), dtype=np.uint8)
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        shapes.add(arr.shape)
+        arrays.append(arr)
+    if len(shapes) != 1:
+        raise DataSourceError(f"imagefolder: images have different shapes {sorted(shapes)[:4]}", "resize them to one size before import")
+    labels = np.asarray([t for _, t in ds.samples], dtype=np.int64)
+    return RawDataset(folder.name, np.stack(arrays), labels, list(ds.classes), None, {"source": "torchvision.datasets.ImageFolder", "root": str(folder)})

@@ -1,0 +1,55 @@
+"""What goes into MLflow for a base model: params, metrics, dataset input and lineage tags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from forgetflow.base_model import TrainedModel
+from forgetflow.lineage import code_version, prefect_flow_run_id
+from forgetflow.params import Params
+from forgetflow.settings import Settings
+from forgetflow.tracking import Registration, lineage_tags, log_and_register
+
+
+def flat_params(params: Params, seed: int) -> dict:
+    flat = {f"model.{k}": v for k, v in params.model.model_dump().items()}
+    flat.update({f"train.{k}": v for k, v in params.train.model_dump().items()})
+    flat["train.seed_used"] = seed
+    return flat
+
+
+def register_base_model(settings: Settings, params: Params, data: dict, trained: TrainedModel, *, source: str, run_name: str) -> Registration:
+    """Log the run and register a new version as `champion` (version 1 on a fresh store)."""
+    from forgetflow.models import load_checkpoint
+
+    model, _ = load_checkpoint(Path(trained.checkpoint))
+    tags = lineage_tags(
+        {
+            "stage": "bootstrap",
+            "dataset": data["name"],
+            "data_md5": data["md5"],
+            "params_hash": params.hash(),
+            "recipe_hash": params.recipe_hash(),
+            "code_version": code_version(),
+            "prefect_flow_run_id": prefect_flow_run_id(),
+            "source": source,
+            "seed": trained.seed,
+            "arch": params.model.arch,
+            "device": trained.device,
+            "parent_version": "none",
+        }
+    )
+    artifacts = {"reports": Path(trained.history_csv)}
+    if trained.history_plot:
+        artifacts["plots"] = Path(trained.history_plot)
+    return log_and_register(
+        settings,
+        run_name=run_name,
+        model=model,
+        checkpoint_path=Path(trained.checkpoint),
+        params=flat_params(params, trained.seed),
+        metrics=trained.metrics,
+        dataset={"name": data["name"], "md5": data["md5"], "source_url": f"dvc://{data['name']}@{data['md5']}"},
+        tags=tags,
+        artifacts=artifacts,
+    )

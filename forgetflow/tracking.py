@@ -1,0 +1,186 @@
+"""MLflow adapter: runs, logged models with a trainable checkpoint, registry versions, aliases.
+
+Lineage conventions (all keys prefixed `forgetflow.`): data_md5, params_hash, recipe_hash,
+code_version, prefect_flow_run_id, source, seed, arch. The dataset is logged as a run input whose
+digest is the DVC md5. Input examples are synthetic zeros: no training record ever lands in an
+artifact. Registration is all or nothing: a version whose aliases or tags could not be set is
+deleted again, so no orphan version is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from forgetflow.errors import TrackingError
+from forgetflow.settings import Settings
+
+TAG_PREFIX = "forgetflow."
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def _quiet_mlflow_environment() -> None:
+    # Fail fast instead of retrying for minutes against a dead server.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def check_tracking_uri(settings: Settings) -> None:
+    """Raise a TrackingError naming the URI when MLflow cannot be used; writes nothing."""
+    uri = settings.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as response:
+                if response.status != 200:
+                    raise TrackingError(f"MLflow server {uri} answered {response.status} on /health", "check the server logs")
+        except (urllib.error.URLError, OSError) as exc:
+            raise TrackingError(
+                f"MLflow tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)})",
+                "start it (mlflow server ...) or unset FORGETFLOW_MLFLOW_TRACKING_URI to use the embedded SQLite store",
+            ) from exc
+    elif uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_absolute():
+            raise TrackingError(f"MLflow URI {uri} is relative", "use an absolute path: sqlite:////abs/path/mlflow.db")
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(f"cannot create the MLflow store folder {db.parent} ({exc.strerror})", "choose a writable workspace") from exc
+        if not os.access(db.parent, os.W_OK):
+            raise TrackingError(f"the MLflow store folder {db.parent} is not writable", "choose a writable workspace or FORGETFLOW_MLFLOW_TRACKING_URI")
+    elif not uri.startswith(("postgresql", "mysql", "databricks", "file:")):
+        raise TrackingError(f"unsupported MLflow tracking URI {uri!r}", "use sqlite:////abs/path.db, http(s)://host:port or a database URI")
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the settings' store and make sure the experiment exists; return its ID."""
+    _quiet_mlflow_environment()
+    check_tracking_uri(settings)
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    try:
+        experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+        if experiment is None:
+            return mlflow.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location)
+        return experiment.experiment_id
+    except Exception as exc:
+        raise TrackingError(f"MLflow store {settings.tracking_uri} cannot be used: {exc}", "check FORGETFLOW_MLFLOW_TRACKING_URI") from exc
+
+
+def lineage_tags(values: dict) -> dict[str, str]:
+    return {f"{TAG_PREFIX}{key}": str(value) for key, value in values.items() if value is not None}
+
+
+@dataclass
+class Registration:
+    run_id: str
+    model_id: str
+    model_uri: str
+    name: str
+    version: str
+    aliases: list[str]
+
+
+def log_and_register(
+    settings: Settings,
+    *,
+    run_name: str,
+    model,
+    checkpoint_path: Path,
+    params: dict,
+    metrics: dict,
+    dataset: dict,
+    tags: dict,
+    artifacts: dict[str, Path] | None = None,
+    aliases: tuple[str, ...] = ("champion",),
+) -> Registration:
+    """One MLflow run: params, metrics, dataset input, model (pt2 + checkpoint), new registry version."""
+    experiment_id = configure(settings)
+    import mlflow
+    import numpy as np
+    from mlflow import MlflowClient
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    client = MlflowClient()
+    spec = model.spec
+    example = np.zeros((2, spec.in_channels, spec.image_size, spec.image_size), dtype=np.float32)
+    name = settings.registered_model_name
+    version = None
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+        try:
+            mlflow.log_params(params)
+            mlflow.log_metrics(metrics)
+            source = HTTPDatasetSource(dataset["source_url"])
+            data = MetaDataset(source=source, name=dataset["name"], digest=dataset["md5"])
+            mlflow.log_input(data, context="training", tags={"dvc_md5": dataset["md5"]})
+            for artifact_dir, path in (artifacts or {}).items():
+                mlflow.log_artifact(str(path), artifact_path=artifact_dir)
+            with _quiet_torch_export():
+                logged = mlflow.pytorch.log_model(
+                    model.cpu().eval(),
+                    name="model",
+                    input_example=example,
+                    serialization_format="pt2",
+                    extra_files=[str(checkpoint_path)],
+                    params={k: v for k, v in params.items() if k.startswith("model.")},
+                    tags=tags,
+                )
+            for key, value in metrics.items():
+                mlflow.log_metric(key, value, model_id=logged.model_id)
+            mv = mlflow.register_model(logged.model_uri, name, tags=tags)
+            version = mv.version
+            client.set_registered_model_tag(name, "forgetflow.managed", "true")
+            for alias in aliases:
+                client.set_registered_model_alias(name, alias, version)
+            client.set_model_version_tag(name, version, f"{TAG_PREFIX}run_id", run.info.run_id)
+        except Exception as exc:
+            if version is not None:  # no orphan version: remove what was half-registered
+                try:
+                    client.delete_model_version(name, version)
+                except Exception:
+                    pass
+            mlflow.set_tag(f"{TAG_PREFIX}status", "failed")
+            if isinstance(exc, TrackingError):
+                raise
+            raise TrackingError(f"logging or registering the model failed: {exc}", "see the MLflow run's tags and the error above") from exc
+    return Registration(run.info.run_id, logged.model_id, logged.model_uri, name, str(version), list(aliases))
+
+
+class _quiet_torch_export:
+    """torch.export logs verbose warnings for every traced model; keep the console readable."""
+
+    def __enter__(self):
+        import logging
+
+        self._loggers = [logging.getLogger(n) for n in ("torch._export", "torch.export", "torch._dynamo", "mlflow.pytorch")]
+        self._levels = [lg.level for lg in self._loggers]
+        for lg in self._loggers:
+            lg.setLevel(logging.ERROR)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, level in zip(self._loggers, self._levels):
+            lg.setLevel(level)
+
+
+def download_checkpoint(settings: Settings, version: str | None = None, alias: str | None = None, dst: Path | None = None) -> Path:
+    """Fetch the trainable checkpoint that travels with a registered version."""
+    configure(settings)
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    name = settings.registered_model_name
+    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    dst = Path(dst or tempfile.mkdtemp(prefix="forgetflow-ckpt-"))
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{mv.source}/extra_files/{CHECKPOINT_NAME}", dst_path=str(dst))
+    return Path(local)
