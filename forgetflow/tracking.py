@@ -182,5 +182,21 @@ def download_checkpoint(settings: Settings, version: str | None = None, alias: s
     name = settings.registered_model_name
     mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     dst = Path(dst or tempfile.mkdtemp(prefix="forgetflow-ckpt-"))
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{mv.source}/extra_files/{CHECKPOINT_NAME}", dst_path=str(dst))
+    # In MLflow 3 `mv.model_id` can be empty while `mv.source` is models:/m-<id>.
+    model_id = mv.model_id or mv.source.removeprefix("models:/")
+    location = mlflow.get_logged_model(model_id).artifact_location.rstrip("/")
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/extra_files/{CHECKPOINT_NAME}", dst_path=str(dst))
     return Path(local)
+
+
+def current_version(settings: Settings, alias: str = "champion") -> dict | None:
+    """The registered version holding `alias` with its tags, or None when there is none."""
+    configure(settings)
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = MlflowClient().get_model_version_by_alias(settings.registered_model_name, alias)
+    except MlflowException:
+        return None
+    return {"name": mv.name, "version": mv.version, "run_id": mv.run_id, "source": mv.source, "aliases": list(mv.aliases), "tags": dict(mv.tags)}

@@ -101,7 +101,7 @@ def evaluate(model: nn.Module, data: LoadedSplit, device: str = "cpu") -> dict:
     if len(data.labels) == 0:
         return {"accuracy": float("nan"), "loss": float("nan"), "n": 0}
     logits = predict_logits(model, data.images, device)
-    labels = torch.from_numpy(data.labels)
+    labels = torch.from_numpy(data.labels.copy())
     return {
         "accuracy": float((logits.argmax(1) == labels).float().mean() * 100),
         "loss": float(F.cross_entropy(logits, labels)),
@@ -128,7 +128,7 @@ def train_model(spec: ModelSpec, recipe: TrainParams, train: LoadedSplit, val: L
         order = torch.randperm(len(labels), generator=generator)
         total_loss, seen = 0.0, 0
         batches = range(0, len(order), recipe.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=not progress, unit="batch")
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{recipe.epochs}", leave=False, disable=None if progress else True, unit="batch")  # None: off when not a TTY
         for start in bar:
             index = order[start : start + recipe.batch_size]
             x = to_tensor(images[index.numpy()])

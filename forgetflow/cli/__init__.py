@@ -17,11 +17,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Each topic registers its commands on `app` (kept in its own module).
-from forgetflow.cli import data as _data  # noqa: E402,F401
-from forgetflow.cli import pipeline as _pipeline  # noqa: E402,F401
-from forgetflow.cli import models as _models  # noqa: E402,F401
-# --- topic modules added by later issues go below this line (one import each) ---
+# Each topic module keeps its commands and adds them with `register(app)`.
+from forgetflow.cli import data, models, pipeline  # noqa: E402
+
+for _topic in (pipeline, data, models):
+    _topic.register(app)
 
 
 def main() -> None:

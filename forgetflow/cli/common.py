@@ -28,6 +28,7 @@ def use_prefect_defaults(settings) -> None:
     """Keep Prefect's embedded server inside the workspace unless the user configured Prefect."""
     for key, value in settings.prefect_environment().items():
         os.environ[key] = value
+    Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect")).expanduser().mkdir(parents=True, exist_ok=True)
 
 
 def fail(exc) -> None:

@@ -96,3 +96,30 @@ def import_dataset(settings: Settings, params: Params, source: str, path: str | 
         raise
     store.commit_swap(root)
     return describe(settings, name)
+
+
+def default_name(source: str, path: str | None) -> str:
+    return Path(path).name if source == "imagefolder" and path else source
+
+
+def ensure_dataset(settings: Settings, params: Params, source: str, path: str | None = None, *, download: bool = False, reimport: bool = False) -> DataVersionInfo:
+    """Reuse the workspace's version of `source` when it is intact and tracked; import it otherwise.
+
+    A present but corrupted version is an error, not a silent re-import: the user decides
+    whether to restore it (`dvc checkout`) or replace it (`--reimport`).
+    """
+    from forgetflow.errors import DataIntegrityError
+
+    name = default_name(source, path)
+    root = dataset_dir(settings, name)
+    tracked = Path(str(root) + ".dvc").is_file() and (root / "meta.json").is_file()
+    if reimport or not tracked:
+        return import_dataset(settings, params, source, path, name=name, download=download)
+    bad = store.DatasetVersion(root).verify()
+    if bad:
+        raise DataIntegrityError(
+            f"dataset {name} in {settings.data_dir} has corrupted or missing shards: {', '.join(bad)}",
+            "restore it with `dvc checkout --force` in the workspace, or re-import with --reimport",
+        )
+    dvc_workspace(settings).ensure()
+    return describe(settings, name)

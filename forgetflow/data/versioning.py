@@ -7,6 +7,7 @@ uses Git, and the `.dvc` files can be committed.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,9 @@ def _quiet_dvc_environment(state_dir: Path) -> None:
     """Keep DVC from writing outside the workspace or phoning home (set before importing dvc)."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     os.environ.setdefault("DVC_SITE_CACHE_DIR", str(state_dir / "dvc-site-cache"))
+    # DVC's INFO chatter ("Initialized DVC repository", push counts) is noise inside a pipeline,
+    # and its handler can outlive the stream it was bound to (e.g. under test capture).
+    logging.getLogger("dvc").setLevel(logging.WARNING)
 
 
 class DvcWorkspace:
