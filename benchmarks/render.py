@@ -1,0 +1,33 @@
+"""Rebuild BENCHMARKS.md from the per-benchmark markdown files in benchmarks/results/.
+
+    python -m benchmarks.render
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDER = ["foundation", "requests_validation", "seed_methods", "peer_methods", "evaluation"]
+
+HEADER = """# Benchmarks
+
+Every table below was produced by the command printed above it, on the machine it names; the raw
+numbers (every run, the environment, library versions, commit) are in `benchmarks/results/*.json`.
+Timings are measurements, never test assertions. Rebuild this page with `python -m benchmarks.render`.
+"""
+
+
+def main() -> None:
+    results = ROOT / "benchmarks" / "results"
+    parts = [HEADER]
+    names = [n for n in ORDER if (results / f"{n}.md").exists()]
+    names += sorted(p.stem for p in results.glob("*.md") if p.stem not in ORDER)
+    for name in names:
+        parts.append((results / f"{name}.md").read_text().rstrip() + "\n")
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
+    print(f"BENCHMARKS.md: {', '.join(names) or 'no results yet'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything forgetflow needs, from nothing, idempotently:
+#   Debian package dataset-fashion-mnist (offline Fashion-MNIST), a virtualenv in .venv,
+#   torch/torchvision pinned by constraints.txt, and the project with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "[setup] apt-get install dataset-fashion-mnist"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    else
+        echo "[setup] no apt-get: Fashion-MNIST must be provided with --path (digits needs nothing)" >&2
+    fi
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+STAMP=.venv/.forgetflow-installed
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt "$STAMP" ]; then
+    echo "[setup] installing forgetflow and its dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+    touch "$STAMP"
+fi
