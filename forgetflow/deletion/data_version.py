@@ -1,0 +1,109 @@
+"""Version the data for a deletion batch: remove the forget set, rewrite the touched shards,
+record a new DVC version and push it; commit the `.dvc` file when the workspace is a Git root.
+
+Idempotent: a batch whose samples are already absent from the current version (a re-run after
+a crash past this step) is recognised and not applied twice.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forgetflow.data import store
+from forgetflow.data.importer import dataset_dir, dvc_workspace
+from forgetflow.deletion.objects import version_listing
+from forgetflow.errors import DataIntegrityError
+from forgetflow.settings import Settings
+
+
+@dataclass
+class DeletionVersion:
+    dataset: str
+    md5_before: str
+    md5_after: str
+    removed: int
+    touched_shards: list[str]
+    # DVC objects of the old version that hold forgotten data: erased after promotion.
+    objects_to_erase: list[str]
+    git_commit: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def apply_deletion(settings: Settings, dataset: str, sample_ids, *, batch_id: str, md5_before: str | None = None) -> DeletionVersion:
+    root = dataset_dir(settings, dataset)
+    dvc = dvc_workspace(settings)
+    dvc.ensure()
+    ids = np.unique(np.asarray(list(sample_ids), dtype=np.int64))
+    version = store.DatasetVersion(root)
+    current_md5 = dvc.md5(root)
+    present = version.manifest["sample_id"].isin(ids)
+    if md5_before is not None and current_md5 != md5_before and not present.any():
+        # Re-run after a crash: this batch's version already exists. Recompute what it removed.
+        return _already_applied(settings, dataset, md5_before, current_md5, ids)
+    if present.sum() != len(ids):
+        missing = ids[~np.isin(ids, version.manifest["sample_id"].to_numpy())]
+        raise DataIntegrityError(
+            f"{len(missing)} samples of batch {batch_id} are not in dataset {dataset} (e.g. {missing[:5].tolist()})",
+            "resolve and validate the requests against the current data version first",
+        )
+    old_listing = version_listing(settings, current_md5)
+    dvc_file = Path(str(root) + ".dvc")
+    previous_dvc_file = dvc_file.read_text()
+    removal = version.remove_samples(ids)
+    try:
+        md5_after = dvc.track(root)
+    except BaseException:
+        store.rollback_swap(root)
+        dvc_file.write_text(previous_dvc_file)
+        raise
+    store.commit_swap(root)
+    commit = git_commit_dvc_file(settings, dvc_file, f"forgetflow {batch_id}: {dataset} {current_md5[:8]} -> {md5_after[:8]} ({len(ids)} samples removed)")
+    return DeletionVersion(
+        dataset=dataset,
+        md5_before=current_md5,
+        md5_after=md5_after,
+        removed=int(len(ids)),
+        touched_shards=removal.touched_shards,
+        objects_to_erase=_objects_with_forgotten_data(old_listing, removal.touched_shards, current_md5),
+        git_commit=commit,
+    )
+
+
+def _objects_with_forgotten_data(old_listing: dict[str, str], touched_shards: list[str], md5_before: str) -> list[str]:
+    """Old touched shards, the old manifest (it lists the forgotten rows), the old `.dir` listing."""
+    objects = [old_listing[f"shards/{shard}"] for shard in touched_shards]
+    objects.append(old_listing["manifest.csv"])
+    objects.append(f"{md5_before}.dir")
+    return sorted(set(objects))
+
+
+def _already_applied(settings: Settings, dataset: str, md5_before: str, md5_after: str, ids: np.ndarray) -> DeletionVersion:
+    old = version_listing(settings, md5_before)
+    new = version_listing(settings, md5_after)
+    touched = sorted(relpath.removeprefix("shards/") for relpath, oid in old.items() if relpath.startswith("shards/") and new.get(relpath) != oid)
+    return DeletionVersion(dataset, md5_before, md5_after, int(len(ids)), touched, _objects_with_forgotten_data(old, touched, md5_before))
+
+
+def git_commit_dvc_file(settings: Settings, dvc_file: Path, message: str) -> str | None:
+    """Commit only the `.dvc` pointer (and DVC's .gitignore) when the workspace is a Git root."""
+    root = settings.workspace
+    if not (root / ".git").exists():
+        return None
+    paths = [str(dvc_file.relative_to(root))]
+    gitignore = dvc_file.parent / ".gitignore"
+    if gitignore.exists():
+        paths.append(str(gitignore.relative_to(root)))
+    try:
+        subprocess.run(["git", "-C", str(root), "add", "--", *paths], check=True, capture_output=True, text=True)
+        result = subprocess.run(["git", "-C", str(root), "commit", "-m", message, "--only", "--", *paths], capture_output=True, text=True)
+        if result.returncode != 0:
+            return None  # nothing to commit, or no Git identity: the .dvc file stays staged
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
