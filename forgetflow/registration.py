@@ -11,6 +11,11 @@ from forgetflow.settings import Settings
 from forgetflow.tracking import Registration, lineage_tags, log_and_register
 
 
+def dvc_source_url(name: str, md5: str) -> str:
+    """A pointer to an immutable DVC version: dataset directory name and its md5."""
+    return f"dvc://{name}@{md5}"
+
+
 def flat_params(params: Params, seed: int) -> dict:
     flat = {f"model.{k}": v for k, v in params.model.model_dump().items()}
     flat.update({f"train.{k}": v for k, v in params.train.model_dump().items()})
@@ -49,7 +54,7 @@ def register_base_model(settings: Settings, params: Params, data: dict, trained:
         checkpoint_path=Path(trained.checkpoint),
         params=flat_params(params, trained.seed),
         metrics=trained.metrics,
-        dataset={"name": data["name"], "md5": data["md5"], "source_url": f"dvc://{data['name']}@{data['md5']}"},
+        datasets=[{"name": data["name"], "md5": data["md5"], "source_url": dvc_source_url(data["name"], data["md5"]), "context": "training"}],
         tags=tags,
         artifacts=artifacts,
     )

@@ -97,12 +97,15 @@ def log_and_register(
     checkpoint_path: Path,
     params: dict,
     metrics: dict,
-    dataset: dict,
+    datasets: list[dict],
     tags: dict,
     artifacts: dict[str, Path] | None = None,
     aliases: tuple[str, ...] = ("champion",),
 ) -> Registration:
-    """One MLflow run: params, metrics, dataset input, model (pt2 + checkpoint), new registry version."""
+    """One MLflow run: params, metrics, dataset inputs, model (pt2 + checkpoint), new registry version.
+
+    `datasets`: [{name, md5, source_url, context ("training" | "forget" | ...), digest_kind}].
+    """
     experiment_id = configure(settings)
     import mlflow
     import numpy as np
@@ -119,9 +122,9 @@ def log_and_register(
         try:
             mlflow.log_params(params)
             mlflow.log_metrics(metrics)
-            source = HTTPDatasetSource(dataset["source_url"])
-            data = MetaDataset(source=source, name=dataset["name"], digest=dataset["md5"])
-            mlflow.log_input(data, context="training", tags={"dvc_md5": dataset["md5"]})
+            for dataset in datasets:  # digests only: the data itself never goes to MLflow
+                data = MetaDataset(source=HTTPDatasetSource(dataset["source_url"]), name=dataset["name"], digest=dataset["md5"])
+                mlflow.log_input(data, context=dataset.get("context", "training"), tags={"digest_kind": dataset.get("digest_kind", "dvc_md5")})
             for artifact_dir, path in (artifacts or {}).items():
                 mlflow.log_artifact(str(path), artifact_path=artifact_dir)
             with _quiet_torch_export():

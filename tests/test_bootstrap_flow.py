@@ -92,7 +92,7 @@ def test_a_rejected_alias_leaves_no_orphan_version(bootstrapped, tmp_path):
     with pytest.raises(TrackingError):
         log_and_register(
             settings, run_name="bad", model=model, checkpoint_path=save_checkpoint(model, tmp_path / "checkpoint.pt"),
-            params={}, metrics={}, dataset={"name": "digits", "md5": summary["dataset"]["md5"], "source_url": "dvc://digits"},
+            params={}, metrics={}, datasets=[{"name": "digits", "md5": summary["dataset"]["md5"], "source_url": "dvc://digits"}],
             tags={}, aliases=("v7",),  # MLflow reserves v<number> aliases: registration fails after the version exists
         )
     after = MlflowClient().search_model_versions(f"name='{settings.registered_model_name}'")
