@@ -1,0 +1,200 @@
+"""Request intake: the Python API `submit`, and the inbox folder processed by `process_inbox`.
+
+Every accepted request becomes one `received` entry in the ledger, in its pseudonymous form
+(`record_fields`): subject IDs as salted hashes, plus a content fingerprint. Intake is idempotent:
+
+- the same request ID again with the same content -> nothing is written (`already_recorded`);
+- the same request ID with different content -> refused (the ID belongs to the first request);
+- the same content under a new ID while an earlier request for it is still open or done ->
+  recorded as `received`, then `rejected` as a duplicate naming the earlier request, so nothing is
+  unlearned twice. Content that was rejected or failed before may be submitted again.
+
+The check and the append run under the ledger's lock, so two processes submitting at once cannot
+both record the same request.
+
+Inbox: JSON files dropped into `<workspace>/data/requests/inbox/` (write them under a temporary
+name starting with `.` or ending in `.tmp`/`.part`, then rename: those names are skipped) are
+recorded and moved to `processed/`, or to `rejected/` next to a `<name>.reason.txt`. A malformed
+file never stops intake and never reaches the ledger. Files in `processed/` still hold subject IDs
+in clear text: the erasure step must purge those of erased requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from filelock import FileLock
+
+from forgetflow.requests.ledger import CLOSED_STATES, Ledger, LEDGER_RELATIVE_PATH
+from forgetflow.requests.pseudonyms import subject_token, workspace_salt
+from forgetflow.requests.schema import DeletionRequest, RequestError, parse_request
+from forgetflow.settings import Settings, load_settings
+
+MAX_INBOX_FILE_BYTES = 64 * 1024 * 1024
+_SKIPPED_SUFFIXES = (".tmp", ".part", ".partial")
+
+
+@dataclass
+class SubmitResult:
+    request_id: str
+    outcome: str  # recorded | already_recorded | duplicate
+    duplicate_of: str | None = None
+
+    @property
+    def message(self) -> str:
+        if self.outcome == "duplicate":
+            return f"request {self.request_id} duplicates request {self.duplicate_of}: recorded and rejected"
+        if self.outcome == "already_recorded":
+            return f"request {self.request_id} was already recorded: nothing written"
+        return f"request {self.request_id} recorded"
+
+
+@dataclass
+class InboxReport:
+    processed: list[tuple[str, SubmitResult]] = field(default_factory=list)  # (file name, result)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+
+
+def requests_dir(settings: Settings) -> Path:
+    return settings.workspace / LEDGER_RELATIVE_PATH.parent
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    return Ledger(settings.workspace / LEDGER_RELATIVE_PATH)
+
+
+def _as_settings(settings: Settings | Path | str) -> Settings:
+    return settings if isinstance(settings, Settings) else load_settings(settings)
+
+
+def record_fields(request: DeletionRequest, salt: bytes) -> dict:
+    """The ledger form of a request: subject IDs hashed, everything else as given."""
+    targets = [subject_token(salt, s) for s in request.ids] if request.kind == "subjects" else list(request.ids)
+    new_labels = list(request.new_labels) if request.new_labels is not None else None
+    return {
+        "kind": request.kind,
+        "goal": request.goal,
+        "targets": targets,
+        "new_labels": new_labels,
+        "n_targets": len(targets),
+        "reason": request.reason,
+        "requested_by": request.requested_by,
+        "received_at": request.received_at.astimezone(timezone.utc).isoformat(),
+        "fingerprint": content_fingerprint(request.kind, request.goal, targets, new_labels),
+    }
+
+
+def content_fingerprint(kind: str, goal: str, targets: list, new_labels: list | None) -> str:
+    """What the request asks, independent of ID, wording, order and repeats: SHA-256 of canonical JSON."""
+    if new_labels is not None:
+        what = sorted({json.dumps([t, n]) for t, n in zip(targets, new_labels)})
+    else:
+        what = sorted({json.dumps(t) for t in targets})
+    blob = json.dumps({"kind": kind, "goal": goal, "what": what}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def submit(settings: Settings | Path | str, request: DeletionRequest | dict, *, source: str = "api", ledger: Ledger | None = None) -> SubmitResult:
+    """Record a deletion request in the ledger (idempotent, see the module docstring).
+
+    Pass the same `ledger` object for many submissions: it reads only what was appended since.
+    """
+    settings = _as_settings(settings)
+    request = parse_request(request)
+    ledger = ledger or open_ledger(settings)
+    # A fresh salt is only made while no subject token is recorded (else tokens would stop matching).
+    first_subjects = not any(e["event"] == "received" and e.get("kind") == "subjects" for e in ledger.entries())
+    fields = record_fields(request, workspace_salt(settings.state_dir, create=first_subjects))
+    with ledger.lock:
+        duplicate_of = None
+        for status in ledger.statuses().values():
+            received = status.received
+            if received is None:
+                continue
+            if status.request_id == request.request_id:
+                if received["fingerprint"] == fields["fingerprint"]:
+                    return SubmitResult(request.request_id, "already_recorded")
+                raise RequestError(f"request ID {request.request_id} is already used by a different request", "submit under a new ID (or leave the ID out to get a UUID)")
+            if duplicate_of is None and received["fingerprint"] == fields["fingerprint"] and status.state not in CLOSED_STATES:
+                duplicate_of = status.request_id
+        ledger.append("received", request.request_id, source=source, **fields)
+        if duplicate_of is not None:
+            ledger.append("rejected", request.request_id, reason=f"duplicate of request {duplicate_of}", duplicate_of=duplicate_of)
+            return SubmitResult(request.request_id, "duplicate", duplicate_of)
+    return SubmitResult(request.request_id, "recorded")
+
+
+# Inbox ---------------------------------------------------------------------------------------
+def inbox_dir(settings: Settings) -> Path:
+    return requests_dir(settings) / "inbox"
+
+
+def process_inbox(settings: Settings | Path | str) -> InboxReport:
+    """Pick up every JSON file in the inbox once; record it or reject it. Never raises for bad files."""
+    settings = _as_settings(settings)
+    inbox = inbox_dir(settings)
+    report = InboxReport()
+    if not inbox.is_dir():
+        inbox.mkdir(parents=True, exist_ok=True)
+        return report
+    ledger = open_ledger(settings)
+    # One inbox run at a time: two runs would race for the same file.
+    with FileLock(str(requests_dir(settings) / "inbox.lock"), preserve_lock_file=True):
+        for path in sorted(inbox.iterdir()):
+            if not path.is_file() or path.name.startswith(".") or path.name.endswith(_SKIPPED_SUFFIXES):
+                continue
+            try:
+                request = _read_request_file(path)
+                result = submit(settings, request, source="inbox", ledger=ledger)
+            except RequestError as exc:
+                _move(path, requests_dir(settings) / "rejected", reason=exc.message)
+                report.rejected.append((path.name, exc.message))
+                continue
+            _move(path, requests_dir(settings) / "processed")
+            report.processed.append((path.name, result))
+    return report
+
+
+def _read_request_file(path: Path) -> DeletionRequest:
+    """Decode one inbox file into a request; any problem becomes a RequestError."""
+    if not path.name.endswith(".json"):
+        raise RequestError(f"{path.name} is not a .json file", "drop deletion requests into the inbox as <name>.json")
+    if path.stat().st_size > MAX_INBOX_FILE_BYTES:
+        raise RequestError(f"{path.name} is larger than {MAX_INBOX_FILE_BYTES >> 20} MiB", "split the request into several files")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise RequestError(f"{path.name} is not UTF-8 text", "save the request as UTF-8 JSON") from None
+    except RecursionError:
+        raise RequestError(f"{path.name} is nested too deeply to be a request", "see `forgetflow request submit --help` for the fields") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity
+        raise RequestError(f"{path.name} is not valid JSON ({_short(exc)})", "fix the JSON syntax and drop the file again") from None
+    return parse_request(data)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _move(path: Path, folder: Path, *, reason: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    counter = 1
+    while target.exists():
+        target = folder / f"{path.stem}-{counter}{path.suffix}"
+        counter += 1
+    os.replace(path, target)
+    if reason is not None:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        (folder / f"{target.name}.reason.txt").write_text(f"rejected {stamp}\n{reason}\n")
+    return target

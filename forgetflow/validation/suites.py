@@ -1,0 +1,198 @@
+"""The expectation suites, declared in code, and their run in an ephemeral Great Expectations context.
+
+Each expectation carries a `rule` (a stable name used in the ledger, the report and tests) and a
+level: `request` (the request makes sense for this dataset version), `forget_set` (the data to be
+forgotten is what the manifest says), `safety` (limits from params.yaml) and `dataset` (the version
+itself is sane). Results are run with `result_format="BASIC"` and then reduced to counts: BASIC still
+carries `partial_unexpected_list` (the offending values, e.g. sample IDs), which never leaves this
+module.
+"""
+
+from __future__ import annotations
+
+import itertools
+import numbers
+import os
+import uuid
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from forgetflow.requests.resolution import RecordedRequest
+from forgetflow.validation.limits import ValidationLimits
+
+LEVELS = ("request", "forget_set", "safety", "dataset")
+# Only these result keys are kept: counts, never values.
+_COUNT_KEYS = ("element_count", "unexpected_count", "missing_count")
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule: str
+    level: str
+    frame: str
+    expectation: str  # class name in great_expectations.expectations
+    kwargs: dict
+    description: str
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    level: str
+    expectation: str
+    description: str
+    success: bool
+    counts: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        out = {"rule": self.rule, "level": self.level, "expectation": self.expectation, "success": self.success, **self.counts}
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def _r(rule, level, frame, expectation, description, **kwargs) -> Rule:
+    return Rule(rule, level, frame, expectation, kwargs, description)
+
+
+def build_rules(request: RecordedRequest, *, num_classes: int, image_shape: tuple, dtype: str, pixel_range: tuple, n_train: int, limits: ValidationLimits) -> list[Rule]:
+    """Every expectation for one request, in the order they are reported."""
+    rules: list[Rule] = []
+    req = "request"
+    if request.kind == "samples":
+        rules += [
+            _r("ids_unique", req, req, "ExpectColumnValuesToBeUnique", "no sample ID is named twice", column="target"),
+            _r("ids_exist", req, req, "ExpectColumnValuesToNotBeNull", "every sample ID exists in the dataset version", column="split"),
+            _r("ids_in_train", req, req, "ExpectColumnValuesToBeInSet", "every sample ID is in the train split", column="split", value_set=["train"]),
+            _r("ids_not_erased", req, req, "ExpectColumnValuesToBeInSet", "no sample was already erased by an earlier request", column="already_erased", value_set=[False]),
+        ]
+        if request.goal == "relabel":
+            rules += [
+                _r("relabel_targets_valid", req, req, "ExpectColumnValuesToNotBeNull", "every new label is a class of the dataset", column="new_label"),
+                _r("relabel_changes_label", req, req, "ExpectColumnValuesToBeInSet", "every new label differs from the sample's current label", column="label_changed", value_set=[True]),
+            ]
+    elif request.kind == "subjects":
+        rules += [
+            _r("ids_unique", req, req, "ExpectColumnValuesToBeUnique", "no subject is named twice", column="target"),
+            _r("subjects_exist", req, req, "ExpectColumnValuesToNotBeNull", "every subject has samples in the dataset version", column="n_samples"),
+            _r("ids_not_erased", req, req, "ExpectColumnValuesToBeInSet", "no subject was already erased by an earlier request", column="already_erased", value_set=[False]),
+        ]
+    else:
+        rules += [
+            _r("ids_unique", req, req, "ExpectColumnValuesToBeUnique", "no class is named twice (by name or index)", column="label"),
+            _r("classes_exist", req, req, "ExpectColumnValuesToNotBeNull", "every class name or index exists", column="label"),
+            _r("classes_not_erased", req, req, "ExpectColumnValuesToBeBetween", "every class still has train samples (not erased before)", column="train_count", min_value=1),
+        ]
+    fs = "forget_set"
+    shape = "x".join(map(str, image_shape))
+    rules += [
+        _r("forget_ids_unique", fs, fs, "ExpectColumnValuesToBeUnique", "the resolved forget set has no repeated sample", column="sample_id"),
+        _r("labels_in_domain", fs, fs, "ExpectColumnValuesToBeBetween", f"labels lie in 0..{num_classes - 1}", column="label", min_value=0, max_value=num_classes - 1),
+        _r("images_readable", fs, fs, "ExpectColumnValuesToNotBeNull", "every image can be read from its shard", column="stored_hash"),
+        _r("image_shape", fs, fs, "ExpectColumnValuesToBeInSet", f"every image has the manifest's shape {shape}", column="shape", value_set=[shape]),
+        _r("image_dtype", fs, fs, "ExpectColumnValuesToBeInSet", f"every image has dtype {dtype}", column="dtype", value_set=[dtype]),
+        _r("pixels_min_in_range", fs, fs, "ExpectColumnValuesToBeBetween", f"no pixel below {pixel_range[0]}", column="pixel_min", min_value=pixel_range[0]),
+        _r("pixels_max_in_range", fs, fs, "ExpectColumnValuesToBeBetween", f"no pixel above {pixel_range[1]}", column="pixel_max", max_value=pixel_range[1]),
+        _r("pixels_finite", fs, fs, "ExpectColumnValuesToBeInSet", "no NaN or infinite pixel", column="finite", value_set=[True]),
+        _r("content_hashes_match", fs, fs, "ExpectColumnPairValuesToBeEqual", "each image's SHA-256 matches the manifest", column_A="content_hash", column_B="stored_hash"),
+    ]
+    sf = "safety"
+    limit = limits.max_forget_train(n_train)
+    rules += [
+        _r("forget_set_not_empty", sf, fs, "ExpectTableRowCountToBeBetween", "the forget set is not empty", min_value=1),
+        _r("max_forget_fraction", sf, fs, "ExpectColumnSumToBeBetween", f"at most {limits.max_forget_fraction:.0%} of train ({limit} of {n_train} samples)", column="is_train", max_value=limit),
+        _r("classes_left", sf, "classes", "ExpectColumnUniqueValueCountToBeBetween", f"at least {limits.min_classes_left} classes keep train samples", column="kept_class", min_value=limits.min_classes_left),
+    ]
+    if request.kind != "classes":
+        rules.append(_r("class_not_emptied", sf, "classes", "ExpectColumnValuesToBeBetween", f"every touched class keeps at least {limits.min_class_samples_left} train sample(s); removing a class needs a class request", column="remaining_if_touched", min_value=limits.min_class_samples_left))
+    ds = "dataset"
+    rules += [
+        _r("manifest_ids_unique", ds, "manifest", "ExpectColumnValuesToBeUnique", "manifest sample IDs are unique", column="sample_id"),
+        _r("manifest_labels_in_domain", ds, "manifest", "ExpectColumnValuesToBeBetween", "manifest labels lie in the label domain", column="label", min_value=0, max_value=num_classes - 1),
+        _r("manifest_splits_known", ds, "manifest", "ExpectColumnValuesToBeInSet", "every manifest split is train, val or test", column="split", value_set=["train", "val", "test"]),
+        _r("manifest_subjects_present", ds, "manifest", "ExpectColumnValuesToNotBeNull", "every sample has a subject", column="subject_id"),
+        _r("manifest_hashes_wellformed", ds, "manifest", "ExpectColumnValueLengthsToEqual", "every content hash is a 64-character SHA-256", column="content_hash", value=64),
+    ]
+    return rules
+
+
+# Great Expectations -------------------------------------------------------------------------
+def import_gx():
+    """Import GX (about 2.5 s) only when a suite runs; analytics off for older 1.x releases."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    return gx, gxe
+
+
+def ephemeral_context():
+    """An in-memory context with the "Calculating Metrics" progress bars off."""
+    gx, _ = import_gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+_run_counter = itertools.count()
+
+
+def run_rules(rules: list[Rule], frames: dict[str, pd.DataFrame], *, name: str, context=None) -> list[RuleResult]:
+    """One suite and one validation definition per frame, named `<frame>-<name>`; results as counts."""
+    gx, gxe = import_gx()
+    context = context or ephemeral_context()
+    suffix = f"{name}-{next(_run_counter)}-{uuid.uuid4().hex[:6]}"  # unique when a context is reused
+    source = context.data_sources.add_pandas(name=f"forgetflow-{suffix}")
+    by_rule: dict[str, RuleResult] = {}
+    for frame_name in dict.fromkeys(rule.frame for rule in rules):
+        frame_rules = [rule for rule in rules if rule.frame == frame_name]
+        asset = source.add_dataframe_asset(name=frame_name)
+        batch = asset.add_batch_definition_whole_dataframe(name=frame_name)
+        expectations = [getattr(gxe, rule.expectation)(**rule.kwargs, meta={"rule": rule.rule}) for rule in frame_rules]
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{frame_name}-{suffix}", expectations=expectations))
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=f"{frame_name}-{suffix}", data=batch, suite=suite))
+        outcome = definition.run(batch_parameters={"dataframe": frames[frame_name]}, result_format="BASIC")
+        for result in outcome.results:
+            rule = next(r for r in frame_rules if r.rule == result.expectation_config.meta["rule"])
+            by_rule[rule.rule] = _reduce(rule, result)
+    return [by_rule[rule.rule] for rule in rules]
+
+
+def _reduce(rule: Rule, result) -> RuleResult:
+    """Keep the verdict and the counts; drop partial_unexpected_list and any other values."""
+    info = result.result or {}
+    counts = {key: int(info[key]) for key in _COUNT_KEYS if _is_number(info.get(key))}
+    observed = info.get("observed_value")
+    if _is_number(observed):  # table-level expectations observe a count or a sum, never a value
+        counts["observed_value"] = int(observed) if isinstance(observed, numbers.Integral) else round(float(observed), 6)
+    error = None
+    exception = getattr(result, "exception_info", None) or {}
+    if exception.get("raised_exception"):
+        message = str(exception.get("exception_message") or "error")
+        error = message.splitlines()[0][:200]
+    return RuleResult(rule.rule, rule.level, rule.expectation, rule.description, bool(result.success) and error is None, counts, error)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def summarize(results: list[RuleResult]) -> dict:
+    """The ledger's validation summary: counts and which rules failed, never sample values."""
+    levels = {}
+    for level in LEVELS:
+        mine = [r for r in results if r.level == level]
+        if mine:
+            levels[level] = {"evaluated": len(mine), "failed": sum(not r.success for r in mine)}
+    failed = [r for r in results if not r.success]
+    return {
+        "success": not failed,
+        "evaluated": len(results),
+        "failed": len(failed),
+        "levels": levels,
+        "failed_rules": [r.as_dict() for r in failed],
+    }

@@ -1,0 +1,145 @@
+"""Validate recorded requests against the current dataset version and record the outcome.
+
+A passing request gets a `validated` ledger entry (dataset, data version, forget-set counts, hash
+and sample IDs, the validation summary, the report's path and SHA-256); a failing one a `rejected`
+entry naming the failed rules. In a batch every request is validated on its own, so one failing
+request does not hold up the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from forgetflow.data.store import DatasetVersion
+from forgetflow.errors import ConfigError, ForgetflowError
+from forgetflow.params import load_params
+from forgetflow.requests.intake import open_ledger
+from forgetflow.requests.pseudonyms import workspace_salt
+from forgetflow.requests.resolution import ForgetSet, RecordedRequest, resolve
+from forgetflow.requests.schema import RequestError
+from forgetflow.settings import Settings
+from forgetflow.validation import frames as F
+from forgetflow.validation.limits import ValidationLimits, load_limits
+from forgetflow.validation.report import render_report, report_dir
+from forgetflow.validation.suites import RuleResult, build_rules, ephemeral_context, run_rules, summarize
+
+VALIDATABLE_STATES = ("received", "validated")  # validated again when the dataset version moved on
+
+
+@dataclass
+class ValidationOutcome:
+    request_id: str
+    success: bool
+    summary: dict = field(default_factory=dict)
+    results: list[RuleResult] = field(default_factory=list)
+    forget_set: ForgetSet | None = None
+    report_path: Path | None = None
+    error: str | None = None  # the request could not be validated at all (unknown, wrong state)
+
+    @property
+    def failed_rules(self) -> list[str]:
+        return [r.rule for r in self.results if not r.success]
+
+
+def current_dataset(settings: Settings, name: str | None = None) -> DatasetVersion:
+    """The named dataset version, or the only one in the workspace."""
+    if name is not None:
+        return DatasetVersion(settings.data_dir / name)
+    # Hidden folders are the store's staging and backup copies, not datasets.
+    names = sorted(p.parent.name for p in settings.data_dir.glob("*/meta.json") if not p.parent.name.startswith("."))
+    if len(names) == 1:
+        return DatasetVersion(settings.data_dir / names[0])
+    if not names:
+        raise ConfigError(f"no dataset in {settings.data_dir}", "import one first: forgetflow data import digits")
+    raise ConfigError(f"several datasets in the workspace ({', '.join(names)})", "name one with --dataset NAME")
+
+
+def data_version_of(settings: Settings, version: DatasetVersion) -> str | None:
+    from forgetflow.data.versioning import DvcWorkspace
+    from forgetflow.errors import VersioningError
+
+    try:
+        return DvcWorkspace(settings.workspace, settings.remote_url, settings.state_dir).md5(version.root)
+    except (VersioningError, OSError, KeyError, TypeError):
+        return None
+
+
+def validate_requests(settings: Settings, request_ids: list[str], *, dataset: str | None = None) -> list[ValidationOutcome]:
+    """Validate each request on its own (one GX context for the batch); errors stay per request."""
+    version = current_dataset(settings, dataset)
+    limits = load_limits(load_params(settings.params_path))
+    context = ephemeral_context()
+    outcomes = []
+    for request_id in request_ids:
+        try:
+            outcomes.append(validate_request(settings, request_id, version=version, limits=limits, context=context))
+        except ForgetflowError as exc:  # unknown request, wrong state, lost salt: this request only
+            outcomes.append(ValidationOutcome(request_id, False, error=exc.message))
+    return outcomes
+
+
+def validate_request(settings: Settings, request_id: str, *, version: DatasetVersion | None = None, dataset: str | None = None, limits: ValidationLimits | None = None, context=None) -> ValidationOutcome:
+    version = version or current_dataset(settings, dataset)
+    limits = limits or load_limits(load_params(settings.params_path))
+    ledger = open_ledger(settings)
+    statuses = ledger.statuses()
+    status = statuses.get(request_id)
+    if status is None:
+        raise RequestError(f"no request {request_id} in the ledger", "list requests with `forgetflow request list`")
+    if status.state not in VALIDATABLE_STATES:
+        raise RequestError(f"request {request_id} is {status.state}; only received or validated requests can be validated", "submit a new request if this one was rejected")
+    request = RecordedRequest.from_status(status)
+    salt = workspace_salt(settings.state_dir, create=False) if request.kind == "subjects" else None
+
+    forget = resolve(request, version, salt=salt)
+    erased_ids, erased_subjects = F.erased_targets({k: v for k, v in statuses.items() if k != request_id})
+    frames = {
+        "request": F.request_frame(request, version, salt=salt, erased_ids=erased_ids, erased_subjects=erased_subjects),
+        "forget_set": F.forget_set_frame(forget, version),
+        "classes": F.classes_frame(forget, version),
+        "manifest": F.manifest_frame(version),
+    }
+    n_train = int((version.manifest["split"] == "train").sum())
+    rules = build_rules(
+        request,
+        num_classes=version.num_classes,
+        image_shape=version.image_shape,
+        dtype=version.meta.get("dtype", "uint8"),
+        pixel_range=tuple(version.meta.get("pixel_range", (0, 255))),
+        n_train=n_train,
+        limits=limits,
+    )
+    results = run_rules(rules, frames, name=request_id, context=context)
+    summary = summarize(results)
+    data_version = data_version_of(settings, version)
+    validated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    report_path = report_dir(settings.workspace) / f"{request_id}.md"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_report(
+        request_id=request_id, kind=request.kind, goal=request.goal, n_targets=len(request.targets), dataset=version.name, data_version=data_version,
+        validated_at=validated_at, forget_summary=forget.summary(), limits=limits.model_dump(), results=results,
+    )
+    report_path.write_text(text)
+    record = {
+        "dataset": version.name,
+        "data_version": data_version,
+        "forget_set": forget.summary(),
+        "validation": summary,
+        "report": str(report_path.relative_to(settings.workspace)),
+        "report_sha256": hashlib.sha256(text.encode()).hexdigest(),
+    }
+    with ledger.lock:
+        # Someone else may have moved the request on while the suites ran.
+        now = ledger.status(request_id)
+        if now is None or now.history[-1]["seq"] != status.history[-1]["seq"]:
+            raise RequestError(f"request {request_id} changed while it was being validated", "run the validation again")
+        if summary["success"]:
+            ledger.append("validated", request_id, sample_ids=forget.sample_ids, **record)
+        else:
+            ledger.append("rejected", request_id, reason="failed expectations: " + ", ".join(r["rule"] for r in summary["failed_rules"]), **record)
+    return ValidationOutcome(request_id, summary["success"], summary, results, forget, report_path)
+
