@@ -41,8 +41,15 @@ class BatchState:
         write_atomic(batches_dir(settings) / f"{self.batch_id}.json", json.dumps(self.__dict__, indent=2, sort_keys=True, default=str))
 
     def record(self, settings: Settings, step: str, outputs: dict) -> dict:
-        self.steps[step] = outputs
-        self.save(settings)
+        """Merge one step's outputs into the file under a lock (steps may run in parallel tasks)."""
+        from filelock import FileLock
+
+        path = batches_dir(settings) / f"{self.batch_id}.json"
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                self.steps = {**json.loads(path.read_text())["steps"], **self.steps}
+            self.steps[step] = outputs
+            self.save(settings)
         return outputs
 
     def close(self, settings: Settings) -> None:
@@ -59,5 +66,5 @@ def open_batches(settings: Settings) -> list[BatchState]:
     folder = batches_dir(settings)
     if not folder.is_dir():
         return []
-    states = [BatchState(**json.loads(p.read_text())) for p in sorted(folder.glob("batch-*.json"))]
+    states = [BatchState(**json.loads(p.read_text())) for p in sorted(folder.glob("batch-*.json")) if not p.name.endswith(".lock")]
     return [s for s in states if not s.closed]

@@ -1,0 +1,294 @@
+"""The steps of one deletion batch, each resumable: it reads what earlier steps recorded in the
+batch state, does its work, records its outputs and appends the requests' ledger entries.
+
+The Prefect tasks in `tasks/` call these functions one to one; everything here runs and is
+tested without Prefect.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from forgetflow.deletion.batch import BatchState, batches_dir, new_batch_id, open_batches
+from forgetflow.deletion.policy import GROUP_ORDER, unlearning_policy
+from forgetflow.errors import ForgetflowError
+from forgetflow.params import Params, load_params
+from forgetflow.requests.intake import open_ledger
+from forgetflow.settings import Settings
+
+PENDING_STATES = ("received", "validated")
+
+
+def batch_folder(settings: Settings, batch_id: str) -> Path:
+    path = batches_dir(settings) / batch_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# 1. Selecting the batch ------------------------------------------------------------------------
+def start_batch(settings: Settings, request_ids: list[str] | None = None) -> BatchState | None:
+    """Resume an unfinished batch, else open one with the pending requests (or the given ones)."""
+    unfinished = open_batches(settings)
+    if unfinished:
+        return unfinished[0]
+    statuses = open_ledger(settings).statuses()
+    if request_ids:
+        unknown = [rid for rid in request_ids if rid not in statuses]
+        if unknown:
+            from forgetflow.requests.schema import RequestError
+
+            raise RequestError(f"unknown request IDs: {', '.join(unknown)}", "list requests with `forgetflow request list`")
+        chosen = [rid for rid in request_ids if statuses[rid].state in PENDING_STATES]
+    else:
+        chosen = [rid for rid, status in statuses.items() if status.state in PENDING_STATES]
+    if not chosen:
+        return None
+    state = BatchState(batch_id=new_batch_id(), request_ids=chosen)
+    state.save(settings)
+    return state
+
+
+# 2. Validation ---------------------------------------------------------------------------------
+def validate(settings: Settings, state: BatchState) -> dict:
+    if state.done("validated"):
+        return state.steps["validated"]
+    from forgetflow.data.importer import dvc_workspace
+    from forgetflow.validation.validate import current_dataset, validate_requests
+
+    ledger = open_ledger(settings)
+    version = current_dataset(settings)
+    outcomes = validate_requests(settings, state.request_ids, dataset=version.name)
+    valid, rejected = [], {}
+    for outcome in outcomes:
+        if outcome.success:
+            valid.append(outcome.request_id)
+        else:
+            rejected[outcome.request_id] = outcome.error or ", ".join(outcome.failed_rules)
+            if outcome.error:  # not validated at all (e.g. wrong state): the ledger learns why
+                status = ledger.status(outcome.request_id)
+                if status is not None and status.state in PENDING_STATES:
+                    ledger.append("rejected", outcome.request_id, reason=outcome.error, batch_id=state.batch_id)
+    for request_id in valid:
+        ledger.append("batched", request_id, batch_id=state.batch_id)
+    md5 = dvc_workspace(settings).md5(version.root)
+    return state.record(settings, "validated", {"valid": valid, "rejected": rejected, "dataset": version.name, "md5_before": md5})
+
+
+@dataclass
+class Group:
+    """Requests unlearned together: one method call."""
+
+    category: str  # classes | instances
+    kind: str  # the kind passed to the method
+    goal: str
+    method: str
+    request_ids: list[str]
+    sample_ids: list[int]
+    new_labels: dict[int, int] | None = None  # relabel: sample ID -> new class index
+
+    def as_dict(self) -> dict:
+        return self.__dict__
+
+
+def plan_groups(settings: Settings, state: BatchState, params: Params, class_names: list[str], method_override: str | None = None) -> list[Group]:
+    """Group the batch's valid requests by (category, goal) in GROUP_ORDER; see policy.py for why."""
+    policy = unlearning_policy(params)
+    statuses = open_ledger(settings).statuses()
+    buckets: dict[tuple[str, str], list[str]] = {}
+    for request_id in state.steps["validated"]["valid"]:
+        received = statuses[request_id].received
+        category = "classes" if received["kind"] == "classes" else "instances"
+        buckets.setdefault((category, received["goal"]), []).append(request_id)
+    groups, class_samples = [], set()
+    for category, goal in GROUP_ORDER:
+        ids = buckets.get((category, goal))
+        if not ids:
+            continue
+        kinds = sorted({statuses[r].received["kind"] for r in ids})
+        kind = "classes" if category == "classes" else kinds[0]
+        method = policy.method_for(kind, goal, method_override if _serves(method_override, kind, goal) else None)
+        samples, new_labels = set(), {}
+        for request_id in ids:
+            samples.update(int(s) for s in statuses[request_id].last("validated")["sample_ids"])
+            received = statuses[request_id].received
+            if goal == "relabel":  # relabel is for sample requests: one new label per target, in order
+                from forgetflow.requests.resolution import class_index
+
+                new_labels.update({int(t): class_index(n, class_names) for t, n in zip(received["targets"], received["new_labels"])})
+        if category == "classes":
+            class_samples |= samples
+        elif goal == "forget":
+            samples -= class_samples  # already removed with their class
+        if samples:
+            groups.append(Group(category, kind, goal, method, ids, sorted(samples), new_labels or None))
+    return groups
+
+
+def _serves(method: str | None, kind: str, goal: str) -> bool:
+    """A per-run override applies to the groups the method can serve; the policy picks the rest."""
+    if not method:
+        return False
+    from forgetflow.methods import get_method
+
+    return get_method(method).serves(kind, goal)
+
+
+# 3. Data versioning ---------------------------------------------------------------------------
+def version_data(settings: Settings, state: BatchState) -> dict:
+    if state.done("versioned"):
+        return state.steps["versioned"]
+    from forgetflow.deletion.data_version import apply_deletion
+
+    statuses = open_ledger(settings).statuses()
+    ids = sorted({int(s) for rid in state.steps["validated"]["valid"] for s in statuses[rid].last("validated")["sample_ids"]})
+    validated = state.steps["validated"]
+    result = apply_deletion(settings, validated["dataset"], ids, batch_id=state.batch_id, md5_before=validated["md5_before"])
+    return state.record(settings, "versioned", result.as_dict())
+
+
+# 4. Unlearning ----------------------------------------------------------------------------------
+def unlearn(settings: Settings, state: BatchState, *, method_override: str | None = None, progress: bool = True) -> dict:
+    if state.done("unlearned"):
+        return state.steps["unlearned"]
+    from forgetflow.deletion.objects import materialise_version
+    from forgetflow.methods import unlearn as run_method
+    from forgetflow.models import load_checkpoint, save_checkpoint
+    from forgetflow.tracking import current_version, download_checkpoint
+    from forgetflow.data.store import DatasetVersion
+
+    params = load_params(settings.params_path)
+    policy = unlearning_policy(params)
+    versioned = state.steps["versioned"]
+    folder = batch_folder(settings, state.batch_id)
+    champion = current_version(settings)
+    if champion is None:
+        raise ForgetflowError("there is no champion model to unlearn from", "bootstrap first: forgetflow bootstrap")
+    champion_ckpt = download_checkpoint(settings, alias="champion", dst=folder / "champion")
+    model, payload = load_checkpoint(champion_ckpt)
+    stats = payload.get("layer_stats")
+    old = materialise_version(settings, versioned["dataset"], versioned["md5_before"])
+    new = DatasetVersion(settings.data_dir / versioned["dataset"])
+    train_new, val = new.load("train"), new.load("val")
+    device = settings.resolved_device()
+    runs, total_seconds = [], 0.0
+    ledger = open_ledger(settings)
+    for index, group in enumerate(plan_groups(settings, state, params, old.class_names, method_override)):
+        forget = _train_part(old, group.sample_ids)
+        if len(forget.labels) == 0:
+            runs.append({**group.as_dict(), "skipped": "no training samples (all in val/test)"})
+            continue
+        if group.new_labels:
+            forget.labels = np.array([group.new_labels[int(s)] for s in forget.sample_ids], dtype=np.int64)
+        retain = _retain_sample(train_new, policy.retain_sample_size, seed=policy.seed + index)
+        result = run_method(
+            group.method, model, forget, retain=retain, val=val, stats=stats,
+            config=policy.configs.get(group.method), seed=policy.seed + index, device=device,
+            kind=group.kind, goal=group.goal, time_budget_s=policy.time_budget_s, progress=progress,
+        )
+        model = result.model
+        stats = result.extra.get("stats", stats) if isinstance(result.extra, dict) else stats
+        total_seconds += result.seconds
+        run = {**group.as_dict(), "n_samples": len(group.sample_ids), "n_forget_train": int(len(forget.labels)), "seconds": result.seconds, "config": result.config, "stopped_because": result.stopped_because}
+        runs.append(run)
+        for request_id in group.request_ids:
+            if not _has_event(ledger, request_id, "unlearned", state.batch_id):
+                ledger.append("unlearned", request_id, batch_id=state.batch_id, method=group.method, seconds=round(result.seconds, 3), champion_version=champion["version"])
+    checkpoint = save_checkpoint(model, folder / "candidate" / "checkpoint.pt", extra={"role": "candidate", "batch_id": state.batch_id, "parent_version": champion["version"], "data_md5": versioned["md5_after"]}, layer_stats=stats)
+    return state.record(settings, "unlearned", {"checkpoint": str(checkpoint), "champion_checkpoint": str(champion_ckpt), "parent_version": champion["version"], "runs": runs, "seconds": total_seconds})
+
+
+def _train_part(version, sample_ids):
+    """The forget samples the model was trained on (subject requests also reach val/test)."""
+    rows = version.manifest[version.manifest["sample_id"].isin(sample_ids) & (version.manifest["split"] == "train")]
+    return version.load(sample_ids=rows["sample_id"].to_numpy())
+
+
+def _retain_sample(train, size: int, *, seed: int):
+    from forgetflow.data.store import LoadedSplit
+
+    if len(train.labels) <= size:
+        return train
+    pick = np.sort(np.random.default_rng(seed).choice(len(train.labels), size=size, replace=False))
+    return LoadedSplit(train.images[pick], train.labels[pick], train.sample_ids[pick])
+
+
+def _has_event(ledger, request_id: str, event: str, batch_id: str) -> bool:
+    status = ledger.status(request_id)
+    return status is not None and any(e["event"] == event and e.get("batch_id") == batch_id for e in status.history)
+
+
+# 5. Reference -----------------------------------------------------------------------------------
+def batch_number(settings: Settings) -> int:
+    folder = batches_dir(settings)
+    return len(list(folder.glob("batch-*.json"))) if folder.is_dir() else 1
+
+
+def reference(settings: Settings, state: BatchState, *, progress: bool = True) -> dict:
+    if state.done("reference"):
+        return state.steps["reference"]
+    from forgetflow.evaluation.config import evaluation_params
+    from forgetflow.evaluation.reference import reference_due, reference_for_version
+
+    params = load_params(settings.params_path)
+    policy = evaluation_params(params).reference
+    due, why = reference_due(policy, batch_number(settings))
+    if not due:
+        return state.record(settings, "reference", {"skipped": why})
+    versioned = state.steps["versioned"]
+    ref = reference_for_version(settings, params, versioned["dataset"], versioned["md5_after"], progress=progress)
+    return state.record(settings, "reference", {"checkpoint": str(ref.checkpoint), "seconds": ref.seconds, "cache_hit": ref.cache_hit, "key": ref.key, "seed": ref.seed, "note": why})
+
+
+# 6. Evaluation and gate -------------------------------------------------------------------------
+def evaluate(settings: Settings, state: BatchState) -> dict:
+    if state.done("evaluated"):
+        return state.steps["evaluated"]
+    from forgetflow.data.store import DatasetVersion
+    from forgetflow.deletion.objects import materialise_version
+    from forgetflow.evaluation.config import evaluation_params
+    from forgetflow.evaluation.evaluate import evaluate_candidate
+    from forgetflow.evaluation.report import flat_metrics, write_report
+    from forgetflow.models import load_checkpoint
+
+    params = load_params(settings.params_path)
+    eval_params = evaluation_params(params)
+    versioned, unlearned, ref = state.steps["versioned"], state.steps["unlearned"], state.steps["reference"]
+    original, _ = load_checkpoint(Path(unlearned["champion_checkpoint"]))
+    candidate, _ = load_checkpoint(Path(unlearned["checkpoint"]))
+    reference_model = load_checkpoint(Path(ref["checkpoint"]))[0] if "checkpoint" in ref else None
+    old = materialise_version(settings, versioned["dataset"], versioned["md5_before"])
+    new = DatasetVersion(settings.data_dir / versioned["dataset"])
+    splits = {name: new.load(name) for name in ("train", "val", "test")}
+    folder = batch_folder(settings, state.batch_id) / "evaluation"
+    groups, passed, cache = [], True, {}
+    reports_root = settings.workspace / "reports" / "batches" / state.batch_id
+    ledger = open_ledger(settings)
+    for index, run in enumerate(r for r in unlearned["runs"] if "skipped" not in r):
+        forget = _train_part(old, run["sample_ids"])
+        classes = sorted(set(forget.labels.tolist())) if run["category"] == "classes" else None
+        new_labels = None
+        if run.get("new_labels"):
+            mapping = {int(k): v for k, v in run["new_labels"].items()}
+            new_labels = np.array([mapping[int(s)] for s in forget.sample_ids])
+        evaluation = evaluate_candidate(
+            original, candidate, reference_model,
+            forget=forget, retain=splits["train"], val=splits["val"], test=splits["test"],
+            request_kind=run["kind"], goal=run["goal"], forget_classes=classes, new_labels=new_labels,
+            params=eval_params, candidate_seconds=unlearned["seconds"], reference_seconds=ref.get("seconds"),
+            reference_required="checkpoint" in ref or "skipped" not in ref, reference_note=ref.get("skipped", ""),
+            device=settings.resolved_device(), outputs_cache=cache if run["goal"] == "forget" and run["category"] == "instances" else None,
+        )
+        files = write_report(evaluation, reports_root / f"group-{index}-{run['category']}-{run['goal']}", title=f"{state.batch_id}: {run['category']} / {run['goal']} ({run['method']})", context={"batch_id": state.batch_id, "method": run["method"]})
+        decision = evaluation.decision
+        passed = passed and decision.passed
+        groups.append({"category": run["category"], "goal": run["goal"], "method": run["method"], "passed": decision.passed, "reason": decision.reason, "metrics": flat_metrics(files.report) if hasattr(files, "report") else {}, "report": str(files.markdown), "folder": str(files.markdown.parent)})
+        for request_id in run["request_ids"]:
+            if not _has_event(ledger, request_id, "evaluated", state.batch_id):
+                ledger.append("evaluated", request_id, batch_id=state.batch_id, gate_passed=decision.passed, reason=decision.reason)
+    shutil.rmtree(folder, ignore_errors=True)
+    return state.record(settings, "evaluated", {"passed": passed, "groups": groups})

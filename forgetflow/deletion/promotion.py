@@ -1,0 +1,209 @@
+"""The last steps of a batch: register with lineage, promote by the gate, erase, close.
+
+Registration logs one MLflow run per batch for the candidate (and one for a freshly trained
+reference), each with its trainable checkpoint, the evaluation reports and lineage tags. Both are
+found again by (batch_id, role) tags, so a resumed batch never registers twice.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from forgetflow.deletion.batch import BatchState
+from forgetflow.deletion.pipeline import _has_event, batch_folder
+from forgetflow.deletion.policy import unlearning_policy
+from forgetflow.deletion.registry import alias_version, find_version, mark_superseded, set_alias, tag_version
+from forgetflow.lineage import code_version, prefect_flow_run_id
+from forgetflow.params import load_params, stable_hash
+from forgetflow.registration import dvc_source_url, flat_params
+from forgetflow.requests.intake import open_ledger
+from forgetflow.settings import Settings
+from forgetflow.tracking import lineage_tags, log_and_register
+
+
+def _lineage(settings: Settings, state: BatchState, role: str, method: str, config_hash: str) -> dict:
+    params = load_params(settings.params_path)
+    versioned, unlearned, evaluated = state.steps["versioned"], state.steps["unlearned"], state.steps["evaluated"]
+    ref = state.steps["reference"]
+    statuses = open_ledger(settings).statuses()
+    forget_hashes = sorted({statuses[r].last("validated")["forget_set"]["content_hash"] for r in state.steps["validated"]["valid"]})
+    return {
+        "stage": "deletion",
+        "role": role,
+        "batch_id": state.batch_id,
+        "request_ids": ",".join(state.steps["validated"]["valid"]),
+        "parent_version": unlearned["parent_version"],
+        "dataset": versioned["dataset"],
+        "data_md5_before": versioned["md5_before"],
+        "data_md5": versioned["md5_after"],
+        "forget_set_hash": stable_hash(forget_hashes),
+        "method": method,
+        "config_hash": config_hash,
+        "reference": ref.get("key", f"none ({ref.get('skipped', '')})"),
+        "gate_passed": evaluated["passed"],
+        "params_hash": params.hash(),
+        "recipe_hash": params.recipe_hash(),
+        "code_version": code_version(),
+        "prefect_flow_run_id": prefect_flow_run_id(),
+    }
+
+
+def register(settings: Settings, state: BatchState) -> dict:
+    if state.done("registered"):
+        return state.steps["registered"]
+    from forgetflow.models import load_checkpoint
+
+    params = load_params(settings.params_path)
+    versioned, unlearned, evaluated, ref = (state.steps[k] for k in ("versioned", "unlearned", "evaluated", "reference"))
+    runs = [r for r in unlearned["runs"] if "skipped" not in r]
+    method = "+".join(r["method"] for r in runs) or "none"
+    config_hash = stable_hash([{"method": r["method"], "config": r["config"]} for r in runs])
+    metrics = {"unlearn_seconds": unlearned["seconds"]}
+    for index, group in enumerate(evaluated["groups"]):
+        prefix = f"g{index}_{group['category']}_{group['goal']}."
+        metrics.update({prefix + k: v for k, v in group["metrics"].items() if isinstance(v, (int, float)) and v == v})
+    datasets = [
+        {"name": versioned["dataset"], "md5": versioned["md5_after"], "source_url": dvc_source_url(versioned["dataset"], versioned["md5_after"]), "context": "training"},
+        {"name": f"{versioned['dataset']}-forget-set", "md5": _forget_hash(settings, state), "source_url": f"ledger://{state.batch_id}", "context": "forget", "digest_kind": "sha256(sample_id, content_hash) of the forget set"},
+    ]
+    reports = Path(settings.workspace / "reports" / "batches" / state.batch_id)
+    out = {}
+    existing = find_version(settings, state.batch_id, "candidate")
+    if existing is None:
+        model, _ = load_checkpoint(Path(unlearned["checkpoint"]))
+        tags = lineage_tags(_lineage(settings, state, "candidate", method, config_hash))
+        reg = log_and_register(
+            settings, run_name=f"{state.batch_id}-candidate", model=model, checkpoint_path=Path(unlearned["checkpoint"]),
+            params={"unlearning.method": method, "unlearning.config_hash": config_hash, **{f"unlearning.{i}.{k}": v for i, r in enumerate(runs) for k, v in r["config"].items()}},
+            metrics=metrics, datasets=datasets, tags=tags, artifacts={"evaluation": reports} if reports.exists() else None, aliases=("candidate",),
+        )
+        existing = {"version": reg.version, "run_id": reg.run_id}
+    out["candidate"] = {"version": existing["version"], "run_id": existing["run_id"]}
+    if "checkpoint" in ref and not ref.get("cache_hit_registered"):
+        found = find_version(settings, state.batch_id, "reference")
+        if found is None:
+            model, _ = load_checkpoint(Path(ref["checkpoint"]))
+            tags = lineage_tags({**_lineage(settings, state, "reference", "retrain", ref["key"]), "seed": ref["seed"]})
+            reg = log_and_register(
+                settings, run_name=f"{state.batch_id}-reference", model=model, checkpoint_path=Path(ref["checkpoint"]),
+                params=flat_params(params, ref["seed"]), metrics={"train_seconds": ref["seconds"]}, datasets=datasets[:1], tags=tags, aliases=("reference",),
+            )
+            found = {"version": reg.version, "run_id": reg.run_id}
+        out["reference"] = {"version": found["version"], "run_id": found["run_id"]}
+    ledger = open_ledger(settings)
+    for request_id in state.steps["validated"]["valid"]:
+        if not _has_event(ledger, request_id, "registered", state.batch_id):
+            ledger.append("registered", request_id, batch_id=state.batch_id, candidate_version=out["candidate"]["version"], reference_version=out.get("reference", {}).get("version"))
+    return state.record(settings, "registered", out)
+
+
+def _forget_hash(settings: Settings, state: BatchState) -> str:
+    statuses = open_ledger(settings).statuses()
+    return stable_hash(sorted(statuses[r].last("validated")["forget_set"]["content_hash"] for r in state.steps["validated"]["valid"]))
+
+
+def promote(settings: Settings, state: BatchState) -> dict:
+    """Champion moves only on a passed gate; otherwise the policy decides (default: the reference)."""
+    if state.done("promoted"):
+        return state.steps["promoted"]
+    params = load_params(settings.params_path)
+    policy = unlearning_policy(params)
+    registered, evaluated = state.steps["registered"], state.steps["evaluated"]
+    candidate = registered["candidate"]["version"]
+    if evaluated["passed"]:
+        outcome, champion, honoured = "candidate promoted: gate passed", candidate, True
+    elif policy.on_gate_failure == "promote_reference" and "reference" in registered:
+        outcome, champion, honoured = "reference promoted: gate rejected the candidate", registered["reference"]["version"], True
+    else:
+        why = "no reference was trained" if "reference" not in registered else "policy keep_champion"
+        outcome, champion, honoured = f"champion kept: gate rejected the candidate ({why}); requests not yet honoured by the model", alias_version(settings, "champion"), False
+    if honoured:
+        set_alias(settings, "champion", champion)
+    tag_version(settings, candidate, {"promotion": outcome})
+    ledger = open_ledger(settings)
+    for request_id in state.steps["validated"]["valid"]:
+        if _has_event(ledger, request_id, "promoted", state.batch_id) or _has_event(ledger, request_id, "failed", state.batch_id):
+            continue
+        if honoured:
+            ledger.append("promoted", request_id, batch_id=state.batch_id, champion_version=champion, outcome=outcome)
+        else:
+            ledger.append("failed", request_id, batch_id=state.batch_id, reason=outcome, champion_version=champion)
+    return state.record(settings, "promoted", {"champion": champion, "outcome": outcome, "honoured": honoured})
+
+
+def erase(settings: Settings, state: BatchState) -> dict:
+    """Remove the forgotten samples from every copy and record the proof in the ledger."""
+    if state.done("erased"):
+        return state.steps["erased"]
+    from forgetflow.deletion.erasure import erase as erase_copies, verify_erasure
+    from forgetflow.deletion.objects import materialise_version
+
+    versioned = state.steps["versioned"]
+    statuses = open_ledger(settings).statuses()
+    ids = sorted({int(s) for r in state.steps["validated"]["valid"] for s in statuses[r].last("validated")["sample_ids"]})
+    old = materialise_version(settings, versioned["dataset"], versioned["md5_before"])
+    rows = old.manifest[old.manifest["sample_id"].isin(ids)]
+    hashes = set(rows["content_hash"])
+    record = erase_copies(settings, versioned["dataset"], hashes, recorded_objects=versioned["objects_to_erase"], old_versions=[versioned["md5_before"]])
+    check = verify_erasure(settings, versioned["dataset"], hashes, set(ids))
+    registered = state.steps["registered"]
+    keep = {registered["candidate"]["version"], *([registered["reference"]["version"]] if "reference" in registered else [])}
+    superseded = mark_superseded(settings, before_version=min(int(v) for v in keep), batch_id=state.batch_id, keep=keep)
+    # Scratch copies of the batch (the old champion's checkpoint, the candidate's) are not needed any more.
+    shutil.rmtree(batch_folder(settings, state.batch_id), ignore_errors=True)
+    summary = {"erasure": record.as_dict(), "verification": check.as_dict(), "superseded_versions": superseded}
+    ledger = open_ledger(settings)
+    for request_id in state.steps["validated"]["valid"]:
+        if not _has_event(ledger, request_id, "erased", state.batch_id):
+            removed = {label: len(oids) for label, oids in record.objects_removed.items()}
+            ledger.append("erased", request_id, batch_id=state.batch_id, objects_removed=removed, run_cache_removed=record.run_cache_removed, verified=check.ok, problems=check.problems[:5])
+    return state.record(settings, "erased", summary)
+
+
+def finish(settings: Settings, state: BatchState) -> dict:
+    state.close(settings)
+    return summary(state)
+
+
+def summary(state: BatchState) -> dict:
+    steps = state.steps
+    return {
+        "batch_id": state.batch_id,
+        "requests": state.request_ids,
+        "valid": steps.get("validated", {}).get("valid", []),
+        "rejected": steps.get("validated", {}).get("rejected", {}),
+        "data": {k: steps.get("versioned", {}).get(k) for k in ("dataset", "md5_before", "md5_after", "removed", "touched_shards")},
+        "methods": [{k: r.get(k) for k in ("category", "goal", "method", "n_forget_train", "seconds", "stopped_because", "skipped")} for r in steps.get("unlearned", {}).get("runs", [])],
+        "reference": {k: v for k, v in steps.get("reference", {}).items() if k != "checkpoint"},
+        "gate": steps.get("evaluated", {}),
+        "registered": steps.get("registered", {}),
+        "promotion": steps.get("promoted", {}),
+        "erasure_verified": steps.get("erased", {}).get("verification", {}).get("ok"),
+    }
+
+
+def summary_markdown(result: dict) -> str:
+    lines = [f"# Deletion batch `{result['batch_id']}`", "", "| | |", "|---|---|"]
+    lines.append(f"| requests | {len(result['valid'])} processed, {len(result['rejected'])} rejected |")
+    data = result["data"]
+    if data.get("md5_after"):
+        lines.append(f"| data version | `{data['md5_before']}` -> `{data['md5_after']}` ({data['removed']} samples removed, shards {', '.join(data['touched_shards'] or [])}) |")
+    for run in result["methods"]:
+        lines.append(f"| unlearning | {run['category']}/{run['goal']}: `{run['method']}` on {run.get('n_forget_train')} train samples, {run.get('seconds') or 0:.1f} s |")
+    gate = result["gate"]
+    for group in gate.get("groups", []):
+        lines.append(f"| gate {group['category']}/{group['goal']} | {'PASS' if group['passed'] else 'FAIL'}: {group['reason']} |")
+    promotion = result["promotion"]
+    if promotion:
+        lines.append(f"| promotion | {promotion['outcome']} (champion = v{promotion['champion']}) |")
+    if result["erasure_verified"] is not None:
+        lines.append(f"| erasure | {'verified: no copy of a forgotten sample remains' if result['erasure_verified'] else 'NOT verified'} |")
+    if result["rejected"]:
+        lines += ["", "Rejected requests:", ""] + [f"- `{rid}`: {why}" for rid, why in result["rejected"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def dump(result: dict) -> str:
+    return json.dumps(result, indent=2, default=str)

@@ -1,0 +1,76 @@
+"""Tasks of the deletion flow, one per pipeline stage. Each takes the workspace and the batch ID
+(never sample IDs: those would land in Prefect's database) and calls one step in
+`forgetflow.deletion`. Steps are resumable, so a retried or re-run task does no work twice."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from forgetflow.deletion import pipeline, promotion
+from forgetflow.deletion.batch import BatchState
+from forgetflow.settings import load_settings
+
+
+def _state(workspace: str, batch_id: str):
+    settings = load_settings(workspace)
+    return settings, BatchState.load(settings, batch_id)
+
+
+@task(name="open-batch", cache_policy=NO_CACHE)
+def open_batch(workspace: str, request_ids: list[str] | None = None) -> str | None:
+    state = pipeline.start_batch(load_settings(workspace), request_ids)
+    return state.batch_id if state else None
+
+
+@task(name="validate-requests", cache_policy=NO_CACHE)
+def validate_batch(workspace: str, batch_id: str) -> dict:
+    outputs = pipeline.validate(*_state(workspace, batch_id))
+    return {"valid": len(outputs["valid"]), "rejected": len(outputs["rejected"])}
+
+
+@task(name="version-data", cache_policy=NO_CACHE, tags=["dvc"])
+def version_batch(workspace: str, batch_id: str) -> dict:
+    outputs = pipeline.version_data(*_state(workspace, batch_id))
+    return {k: outputs[k] for k in ("md5_before", "md5_after", "removed")}
+
+
+@task(name="unlearn", cache_policy=NO_CACHE, tags=["gpu"])
+def unlearn_batch(workspace: str, batch_id: str, method: str | None = None, progress: bool = True) -> dict:
+    settings, state = _state(workspace, batch_id)
+    outputs = pipeline.unlearn(settings, state, method_override=method, progress=progress)
+    return {"parent_version": outputs["parent_version"], "seconds": outputs["seconds"], "methods": [r["method"] for r in outputs["runs"]]}
+
+
+@task(name="retrain-reference", cache_policy=NO_CACHE, tags=["gpu"])
+def reference_batch(workspace: str, batch_id: str, progress: bool = True) -> dict:
+    settings, state = _state(workspace, batch_id)
+    outputs = pipeline.reference(settings, state, progress=progress)
+    return {k: v for k, v in outputs.items() if k != "checkpoint"}
+
+
+@task(name="evaluate-and-gate", cache_policy=NO_CACHE)
+def evaluate_batch(workspace: str, batch_id: str) -> dict:
+    outputs = pipeline.evaluate(*_state(workspace, batch_id))
+    return {"passed": outputs["passed"], "reasons": [g["reason"] for g in outputs["groups"]]}
+
+
+@task(name="register", cache_policy=NO_CACHE)
+def register_batch(workspace: str, batch_id: str) -> dict:
+    return promotion.register(*_state(workspace, batch_id))
+
+
+@task(name="promote", cache_policy=NO_CACHE)
+def promote_batch(workspace: str, batch_id: str) -> dict:
+    return promotion.promote(*_state(workspace, batch_id))
+
+
+@task(name="erase", cache_policy=NO_CACHE, tags=["dvc"])
+def erase_batch(workspace: str, batch_id: str) -> dict:
+    outputs = promotion.erase(*_state(workspace, batch_id))
+    return {"verified": outputs["verification"]["ok"], "superseded_versions": outputs["superseded_versions"]}
+
+
+@task(name="close-batch", cache_policy=NO_CACHE)
+def close_batch(workspace: str, batch_id: str) -> dict:
+    return promotion.finish(*_state(workspace, batch_id))
