@@ -36,6 +36,8 @@ for key in ("FORGETFLOW_WORKSPACE", "FORGETFLOW_MLFLOW_TRACKING_URI", "FORGETFLO
     os.environ.pop(key, None)
 (_SESSION_DIR / "prefect").mkdir(parents=True, exist_ok=True)
 
+REPO_PARAMS = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
+
 # Small and fast, but the real recipe code: a narrow CNN, few epochs.
 FAST_PARAMS = {
     "data": {"val_fraction": 0.1, "test_fraction": 0.2, "shard_size": 256, "samples_per_subject": 4, "split_seed": 0},

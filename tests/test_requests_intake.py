@@ -141,7 +141,8 @@ def test_inbox_records_valid_files_and_rejects_bad_ones_with_a_reason(settings):
     assert dict(report.processed)["d.json"].outcome == "duplicate"
     assert sorted(name for name, _ in report.rejected) == ["b.json", "c.json", "g.txt"]
     folder = requests_dir(settings)
-    assert sorted(p.name for p in (folder / "processed").iterdir()) == ["a.json", "d.json"]
+    # Processed files are prefixed with their request ID so erasure can purge them.
+    assert sorted(p.name.split("--", 1)[1] for p in (folder / "processed").iterdir()) == ["a.json", "d.json"]
     assert "not valid JSON" in (folder / "rejected" / "b.json.reason.txt").read_text()
     assert "needs new_labels" in (folder / "rejected" / "c.json.reason.txt").read_text()
     assert sorted(p.name for p in inbox_dir(settings).iterdir()) == [".e.json", "f.json.tmp"]
@@ -155,7 +156,7 @@ def test_inbox_is_idempotent_and_keeps_name_clashes(settings):
     _drop(settings, "a.json", _request(request_id="in-1"))  # dropped again (e.g. after a crash)
     report = process_inbox(settings)
     assert report.processed[0][1].outcome == "already_recorded"
-    assert sorted(p.name for p in (requests_dir(settings) / "processed").iterdir()) == ["a-1.json", "a.json"]
+    assert sorted(p.name for p in (requests_dir(settings) / "processed").iterdir()) == ["in-1--a-1.json", "in-1--a.json"]
     assert len(open_ledger(settings).entries()) == 1
 
 

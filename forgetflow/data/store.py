@@ -253,13 +253,13 @@ def _staging_dir(root: Path) -> Path:
     return root.parent / f".staging-{root.name}-{uuid.uuid4().hex[:8]}"
 
 
-def _backup_dir(root: Path) -> Path:
+def backup_dir(root: Path) -> Path:
     return root.parent / f".previous-{root.name}"
 
 
 def swap_in(staging: Path, root: Path) -> None:
     """Replace `root` by `staging` with two renames; `recover` finishes or undoes a torn swap."""
-    backup = _backup_dir(root)
+    backup = backup_dir(root)
     if backup.exists():
         shutil.rmtree(backup)
     if root.exists():
@@ -269,14 +269,14 @@ def swap_in(staging: Path, root: Path) -> None:
 
 def commit_swap(root: Path) -> None:
     """The new version is accepted (e.g. DVC tracked it): drop the previous one."""
-    backup = _backup_dir(root)
+    backup = backup_dir(root)
     if backup.exists():
         shutil.rmtree(backup)
 
 
 def rollback_swap(root: Path) -> None:
     """Put the previous version back (or remove a version that had no predecessor)."""
-    backup = _backup_dir(root)
+    backup = backup_dir(root)
     if root.exists():
         shutil.rmtree(root)
     if backup.exists():
@@ -285,7 +285,7 @@ def rollback_swap(root: Path) -> None:
 
 def recover(root: Path) -> None:
     """After a crash between the two renames of `swap_in`, the previous version comes back."""
-    backup = _backup_dir(root)
+    backup = backup_dir(root)
     if not root.exists() and backup.exists():
         os.replace(backup, root)
     for leftover in root.parent.glob(f".staging-{root.name}-*") if root.parent.exists() else []:

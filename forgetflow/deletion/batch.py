@@ -8,6 +8,8 @@ done and continues; the ledger records each request's events once (steps check b
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,6 +19,13 @@ from forgetflow.settings import Settings
 from forgetflow.workspace import write_atomic
 
 STEPS = ("batched", "validated", "versioned", "unlearned", "reference", "evaluated", "registered", "promoted", "erased")
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the crash-safety tests: FORGETFLOW_CRASH_AFTER=<step> kills the process
+    with SIGKILL right after that point, as an OOM killer or a lost node would."""
+    if os.environ.get("FORGETFLOW_CRASH_AFTER") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def batches_dir(settings: Settings) -> Path:
@@ -50,6 +59,7 @@ class BatchState:
                 self.steps = {**json.loads(path.read_text())["steps"], **self.steps}
             self.steps[step] = outputs
             self.save(settings)
+        crash_point(step)
         return outputs
 
     def close(self, settings: Settings) -> None:

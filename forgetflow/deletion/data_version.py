@@ -15,6 +15,7 @@ import numpy as np
 
 from forgetflow.data import store
 from forgetflow.data.importer import dataset_dir, dvc_workspace
+from forgetflow.deletion.batch import crash_point
 from forgetflow.deletion.objects import version_listing
 from forgetflow.errors import DataIntegrityError
 from forgetflow.settings import Settings
@@ -40,8 +41,9 @@ def apply_deletion(settings: Settings, dataset: str, sample_ids, *, batch_id: st
     dvc = dvc_workspace(settings)
     dvc.ensure()
     ids = np.unique(np.asarray(list(sample_ids), dtype=np.int64))
-    version = store.DatasetVersion(root)
     current_md5 = dvc.md5(root)
+    _settle_interrupted_swap(root, current_md5, md5_before)
+    version = store.DatasetVersion(root)
     present = version.manifest["sample_id"].isin(ids)
     if md5_before is not None and current_md5 != md5_before and not present.any():
         # Re-run after a crash: this batch's version already exists. Recompute what it removed.
@@ -56,6 +58,7 @@ def apply_deletion(settings: Settings, dataset: str, sample_ids, *, batch_id: st
     dvc_file = Path(str(root) + ".dvc")
     previous_dvc_file = dvc_file.read_text()
     removal = version.remove_samples(ids)
+    crash_point("deletion-swapped")
     try:
         md5_after = dvc.track(root)
     except BaseException:
@@ -73,6 +76,20 @@ def apply_deletion(settings: Settings, dataset: str, sample_ids, *, batch_id: st
         objects_to_erase=_objects_with_forgotten_data(old_listing, removal.touched_shards, current_md5),
         git_commit=commit,
     )
+
+
+def _settle_interrupted_swap(root: Path, recorded_md5: str, md5_before: str | None) -> None:
+    """A crash between swapping the new version in and recording it leaves a backup folder.
+
+    If DVC still records the old version, the new folder is discarded (the step will redo it);
+    if DVC already recorded the new one, the old folder is dropped.
+    """
+    if not store.backup_dir(root).exists():
+        return
+    if md5_before is None or recorded_md5 == md5_before:
+        store.rollback_swap(root)
+    else:
+        store.commit_swap(root)
 
 
 def _objects_with_forgotten_data(old_listing: dict[str, str], touched_shards: list[str], md5_before: str) -> list[str]:

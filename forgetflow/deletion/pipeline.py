@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forgetflow.deletion.batch import BatchState, batches_dir, new_batch_id, open_batches
+from forgetflow.deletion.batch import BatchState, batches_dir, crash_point, new_batch_id, open_batches
 from forgetflow.deletion.policy import GROUP_ORDER, unlearning_policy
 from forgetflow.errors import ForgetflowError
 from forgetflow.params import Params, load_params
@@ -195,6 +195,7 @@ def unlearn(settings: Settings, state: BatchState, *, method_override: str | Non
         total_seconds += result.seconds
         run = {**group.as_dict(), "n_samples": len(group.sample_ids), "n_forget_train": int(len(forget.labels)), "seconds": result.seconds, "config": result.config, "stopped_because": result.stopped_because}
         runs.append(run)
+        crash_point("unlearn-group")
         for request_id in group.request_ids:
             if not _has_event(ledger, request_id, "unlearned", state.batch_id):
                 ledger.append("unlearned", request_id, batch_id=state.batch_id, method=group.method, seconds=round(result.seconds, 3), champion_version=champion["version"])

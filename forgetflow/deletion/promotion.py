@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from forgetflow.deletion.batch import BatchState
+from forgetflow.deletion.batch import BatchState, crash_point
 from forgetflow.deletion.pipeline import _has_event, batch_folder
 from forgetflow.deletion.policy import unlearning_policy
 from forgetflow.deletion.registry import alias_version, find_version, mark_superseded, set_alias, tag_version
@@ -80,23 +80,33 @@ def register(settings: Settings, state: BatchState) -> dict:
             metrics=metrics, datasets=datasets, tags=tags, artifacts={"evaluation": reports} if reports.exists() else None, aliases=("candidate",),
         )
         existing = {"version": reg.version, "run_id": reg.run_id}
+    set_alias(settings, "candidate", existing["version"])  # again: a crash may have come before it
     out["candidate"] = {"version": existing["version"], "run_id": existing["run_id"]}
-    if "checkpoint" in ref and not ref.get("cache_hit_registered"):
+    if "checkpoint" in ref:
         found = find_version(settings, state.batch_id, "reference")
         if found is None:
             model, _ = load_checkpoint(Path(ref["checkpoint"]))
-            tags = lineage_tags({**_lineage(settings, state, "reference", "retrain", ref["key"]), "seed": ref["seed"]})
+            # Retrained from scratch: no parent model; `replaces_version` says which champion it stands beside.
+            lineage = _lineage(settings, state, "reference", "retrain", ref["key"])
+            tags = lineage_tags({**lineage, "parent_version": "none", "replaces_version": lineage["parent_version"], "seed": ref["seed"]})
             reg = log_and_register(
                 settings, run_name=f"{state.batch_id}-reference", model=model, checkpoint_path=Path(ref["checkpoint"]),
-                params=flat_params(params, ref["seed"]), metrics={"train_seconds": ref["seconds"]}, datasets=datasets[:1], tags=tags, aliases=("reference",),
+                params=flat_params(params, ref["seed"]), metrics={"train_seconds": ref["seconds"], **_reference_metrics(evaluated)}, datasets=datasets[:1], tags=tags, aliases=("reference",),
             )
             found = {"version": reg.version, "run_id": reg.run_id}
+        set_alias(settings, "reference", found["version"])
         out["reference"] = {"version": found["version"], "run_id": found["run_id"]}
     ledger = open_ledger(settings)
     for request_id in state.steps["validated"]["valid"]:
         if not _has_event(ledger, request_id, "registered", state.batch_id):
             ledger.append("registered", request_id, batch_id=state.batch_id, candidate_version=out["candidate"]["version"], reference_version=out.get("reference", {}).get("version"))
     return state.record(settings, "registered", out)
+
+
+def _reference_metrics(evaluated: dict) -> dict:
+    """The reference's own accuracies from the batch evaluation (first group; they do not depend on it)."""
+    groups = evaluated.get("groups") or [{}]
+    return {k.removeprefix("reference."): v for k, v in groups[0].get("metrics", {}).items() if k.startswith("reference.") and isinstance(v, (int, float)) and v == v}
 
 
 def _forget_hash(settings: Settings, state: BatchState) -> str:
@@ -138,15 +148,17 @@ def erase(settings: Settings, state: BatchState) -> dict:
     if state.done("erased"):
         return state.steps["erased"]
     from forgetflow.deletion.erasure import erase as erase_copies, verify_erasure
-    from forgetflow.deletion.objects import materialise_version
 
     versioned = state.steps["versioned"]
     statuses = open_ledger(settings).statuses()
     ids = sorted({int(s) for r in state.steps["validated"]["valid"] for s in statuses[r].last("validated")["sample_ids"]})
-    old = materialise_version(settings, versioned["dataset"], versioned["md5_before"])
-    rows = old.manifest[old.manifest["sample_id"].isin(ids)]
-    hashes = set(rows["content_hash"])
+    # The tombstone is written before anything is deleted, so a re-run after a crash mid-erasure
+    # still knows what to look for even though the old version's objects are already gone.
+    tombstone = write_tombstone(settings, state)
+    hashes = {h for per_request in json.loads((settings.workspace / tombstone["path"]).read_text())["content_hashes"].values() for h in per_request}
     record = erase_copies(settings, versioned["dataset"], hashes, recorded_objects=versioned["objects_to_erase"], old_versions=[versioned["md5_before"]])
+    crash_point("erase-copies")
+    record.folders_removed += purge_inbox_copies(settings, state.steps["validated"]["valid"])
     check = verify_erasure(settings, versioned["dataset"], hashes, set(ids))
     registered = state.steps["registered"]
     keep = {registered["candidate"]["version"], *([registered["reference"]["version"]] if "reference" in registered else [])}
@@ -158,8 +170,48 @@ def erase(settings: Settings, state: BatchState) -> dict:
     for request_id in state.steps["validated"]["valid"]:
         if not _has_event(ledger, request_id, "erased", state.batch_id):
             removed = {label: len(oids) for label, oids in record.objects_removed.items()}
-            ledger.append("erased", request_id, batch_id=state.batch_id, objects_removed=removed, run_cache_removed=record.run_cache_removed, verified=check.ok, problems=check.problems[:5])
+            ledger.append("erased", request_id, batch_id=state.batch_id, objects_removed=removed, run_cache_removed=record.run_cache_removed, verified=check.ok, problems=check.problems[:5], tombstone=tombstone["path"], tombstone_sha256=tombstone["sha256"])
     return state.record(settings, "erased", summary)
+
+
+def purge_inbox_copies(settings: Settings, request_ids: list[str]) -> list[str]:
+    """Processed inbox files are named `<request_id>--<name>`; subject IDs in them are clear text."""
+    from forgetflow.requests.intake import requests_dir
+
+    removed = []
+    folder = requests_dir(settings) / "processed"
+    for request_id in request_ids:
+        for path in folder.glob(f"{request_id}--*") if folder.is_dir() else []:
+            path.unlink()
+            removed.append(str(path.relative_to(settings.workspace)))
+    return removed
+
+
+def tombstone_path(settings: Settings, batch_id: str) -> Path:
+    return settings.state_dir / "erasure" / f"{batch_id}.json"
+
+
+def write_tombstone(settings: Settings, state: BatchState) -> dict:
+    """Per request: the SHA-256 of each erased image, kept so erasure can be re-verified later.
+
+    A hash only confirms that a given image was erased by someone who holds that image; the
+    images themselves are gone. The file's own SHA-256 goes into the ledger (tamper-evident).
+    """
+    import hashlib
+
+    from forgetflow.workspace import write_atomic
+
+    path = tombstone_path(settings, state.batch_id)
+    if not path.exists():
+        from forgetflow.deletion.objects import materialise_version
+
+        versioned = state.steps["versioned"]
+        statuses = open_ledger(settings).statuses()
+        old = materialise_version(settings, versioned["dataset"], versioned["md5_before"])
+        by_id = old.manifest.set_index("sample_id")["content_hash"]
+        content = {rid: sorted(by_id.loc[[int(s) for s in statuses[rid].last("validated")["sample_ids"]]].tolist()) for rid in state.steps["validated"]["valid"]}
+        write_atomic(path, json.dumps({"batch_id": state.batch_id, "dataset": versioned["dataset"], "content_hashes": content}, sort_keys=True))
+    return {"path": str(path.relative_to(settings.workspace)), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def finish(settings: Settings, state: BatchState) -> dict:

@@ -155,7 +155,8 @@ def process_inbox(settings: Settings | Path | str) -> InboxReport:
                 _move(path, requests_dir(settings) / "rejected", reason=exc.message)
                 report.rejected.append((path.name, exc.message))
                 continue
-            _move(path, requests_dir(settings) / "processed")
+            # Named after the request so erasure can purge it (it may hold subject IDs in clear text).
+            _move(path, requests_dir(settings) / "processed", prefix=f"{result.request_id}--")
             report.processed.append((path.name, result))
     return report
 
@@ -186,12 +187,12 @@ def _short(exc: Exception) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _move(path: Path, folder: Path, *, reason: str | None = None) -> Path:
+def _move(path: Path, folder: Path, *, reason: str | None = None, prefix: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / path.name
+    target = folder / f"{prefix}{path.name}"
     counter = 1
     while target.exists():
-        target = folder / f"{path.stem}-{counter}{path.suffix}"
+        target = folder / f"{prefix}{path.stem}-{counter}{path.suffix}"
         counter += 1
     os.replace(path, target)
     if reason is not None:
