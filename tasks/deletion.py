@@ -51,7 +51,13 @@ def reference_batch(workspace: str, batch_id: str, progress: bool = True) -> dic
 
 @task(name="evaluate-and-gate", cache_policy=NO_CACHE)
 def evaluate_batch(workspace: str, batch_id: str) -> dict:
+    from pathlib import Path
+
+    from prefect.artifacts import create_markdown_artifact
+
     outputs = pipeline.evaluate(*_state(workspace, batch_id))
+    for index, group in enumerate(outputs["groups"]):
+        create_markdown_artifact(key=f"evaluation-{index}-{group['category']}-{group['goal']}", markdown=Path(group["report"]).read_text(), description=f"{batch_id}: gate {'passed' if group['passed'] else 'rejected'}")
     return {"passed": outputs["passed"], "reasons": [g["reason"] for g in outputs["groups"]]}
 
 

@@ -36,10 +36,51 @@ def bootstrap(
 
 
 def demo(workspace: WorkspaceOption = None) -> None:
-    """The embedded-default demo: bootstrap on digits in the workspace, then print where to look."""
+    """The embedded-default demo: bootstrap on digits, then a deletion batch with an audit."""
     settings = settings_for(workspace)
     summary = _run_bootstrap(settings, "digits", None, download=False, reimport=False, force=False)
-    print_summary(settings, summary)
+    print_summary(settings, summary, ui=False)
+    run_demo_deletions(settings)
+    print_ui_commands(settings)
+
+
+DEMO_REQUESTS = ("demo-samples", "demo-subject", "demo-class", "demo-invalid")
+
+
+def run_demo_deletions(settings) -> None:
+    """Submit three demo requests and one invalid one (fixed IDs: a re-run is idempotent), run the
+    deletion flow, print the gate and the audit of the subject request, write the HTML report."""
+    from rich.markdown import Markdown
+
+    from forgetflow.audit import audit_report, audit_request
+    from forgetflow.data.store import DatasetVersion
+    from forgetflow.requests.intake import open_ledger, submit
+
+    statuses = open_ledger(settings).statuses()
+    if not all(rid in statuses for rid in DEMO_REQUESTS):
+        manifest = DatasetVersion(settings.data_dir / "digits").manifest
+        train = manifest[manifest.split == "train"]
+        base = {"reason": "demo: right to erasure", "requested_by": "forgetflow demo"}
+        submit(settings, {**base, "request_id": "demo-samples", "kind": "samples", "ids": train.sample_id.iloc[:15].astype(int).tolist()})
+        submit(settings, {**base, "request_id": "demo-subject", "kind": "subjects", "ids": [str(train.subject_id.iloc[40])]})
+        submit(settings, {**base, "request_id": "demo-class", "kind": "classes", "ids": ["9"]})
+        submit(settings, {**base, "request_id": "demo-invalid", "kind": "samples", "ids": [10**9]})
+        console.print("\n[bold]Submitted 4 deletion requests[/] (15 samples, 1 subject, class 9, and one naming an unknown sample)")
+    from flows.deletion import process_deletions
+    from forgetflow.deletion.promotion import summary_markdown
+
+    for batch in process_deletions(workspace=str(settings.workspace)):
+        console.print(Markdown(summary_markdown(batch)))
+    audit = audit_request(settings, "demo-subject")
+    console.print(f"\n[bold]Audit of request demo-subject[/]: {audit.state}; first excluded by model version v{audit.excluded_by_version}")
+    for entry in audit.history:
+        console.print(f"  {entry['at']}  {entry['event']}")
+    if audit.gate:
+        console.print(f"  gate: {'passed' if audit.gate.get('passed') else 'rejected'} - {audit.gate.get('reason')}")
+    if audit.erasure:
+        console.print(f"  erasure verified: {audit.erasure.get('verified')}")
+    report = audit_report(settings)
+    console.print(f"\n[bold]HTML audit report:[/] {report}")
 
 
 def ui(workspace: WorkspaceOption = None) -> None:
@@ -71,11 +112,12 @@ def _run_bootstrap(settings, source, path, *, download, reimport, force) -> dict
     return summary
 
 
-def print_summary(settings, summary: dict) -> None:
+def print_summary(settings, summary: dict, ui: bool = True) -> None:
     from rich.table import Table
 
     if "existing" in summary:
-        print_ui_commands(settings)
+        if ui:
+            print_ui_commands(settings)
         return
     data, reg, m = summary["dataset"], summary["registration"], summary["metrics"]
     table = Table(title="forgetflow bootstrap", show_header=False, title_justify="left")
@@ -88,7 +130,8 @@ def print_summary(settings, summary: dict) -> None:
     table.add_row("device", summary["device"])
     table.add_row("wall time", f"{summary['seconds']:.1f} s")
     console.print(table)
-    print_ui_commands(settings)
+    if ui:
+        print_ui_commands(settings)
 
 
 def print_ui_commands(settings) -> None:

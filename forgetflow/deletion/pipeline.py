@@ -287,7 +287,7 @@ def evaluate(settings: Settings, state: BatchState) -> dict:
         files = write_report(evaluation, reports_root / f"group-{index}-{run['category']}-{run['goal']}", title=f"{state.batch_id}: {run['category']} / {run['goal']} ({run['method']})", context={"batch_id": state.batch_id, "method": run["method"]})
         decision = evaluation.decision
         passed = passed and decision.passed
-        groups.append({"category": run["category"], "goal": run["goal"], "method": run["method"], "passed": decision.passed, "reason": decision.reason, "metrics": flat_metrics(files.report) if hasattr(files, "report") else {}, "report": str(files.markdown), "folder": str(files.markdown.parent)})
+        groups.append({"category": run["category"], "goal": run["goal"], "method": run["method"], "passed": decision.passed, "reason": decision.reason, "metrics": flat_metrics(files.report), "report": str(files.markdown), "folder": str(files.markdown.parent)})
         for request_id in run["request_ids"]:
             if not _has_event(ledger, request_id, "evaluated", state.batch_id):
                 ledger.append("evaluated", request_id, batch_id=state.batch_id, gate_passed=decision.passed, reason=decision.reason)

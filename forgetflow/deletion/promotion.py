@@ -159,6 +159,10 @@ def erase(settings: Settings, state: BatchState) -> dict:
     record = erase_copies(settings, versioned["dataset"], hashes, recorded_objects=versioned["objects_to_erase"], old_versions=[versioned["md5_before"]])
     crash_point("erase-copies")
     record.folders_removed += purge_inbox_copies(settings, state.steps["validated"]["valid"])
+    # Cached references of older data versions were trained on the erased samples too.
+    from forgetflow.evaluation.reference import prune_references
+
+    record.folders_removed += [f".forgetflow/references/{key}" for key in prune_references(settings.state_dir, {versioned["md5_after"]})]
     check = verify_erasure(settings, versioned["dataset"], hashes, set(ids))
     registered = state.steps["registered"]
     keep = {registered["candidate"]["version"], *([registered["reference"]["version"]] if "reference" in registered else [])}
