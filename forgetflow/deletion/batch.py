@@ -42,6 +42,7 @@ class BatchState:
     request_ids: list[str]
     steps: dict = field(default_factory=dict)  # step name -> its outputs
     closed: bool = False
+    times: dict = field(default_factory=lambda: {"started": time.time()})  # step -> unix time it finished
 
     def done(self, step: str) -> bool:
         return step in self.steps
@@ -56,14 +57,18 @@ class BatchState:
         path = batches_dir(settings) / f"{self.batch_id}.json"
         with FileLock(str(path) + ".lock"):
             if path.exists():
-                self.steps = {**json.loads(path.read_text())["steps"], **self.steps}
+                stored = json.loads(path.read_text())
+                self.steps = {**stored["steps"], **self.steps}
+                self.times = {**stored.get("times", {}), **self.times}
             self.steps[step] = outputs
+            self.times[step] = time.time()
             self.save(settings)
         crash_point(step)
         return outputs
 
     def close(self, settings: Settings) -> None:
         self.closed = True
+        self.times["closed"] = time.time()
         self.save(settings)
 
     @classmethod

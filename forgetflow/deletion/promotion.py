@@ -237,7 +237,14 @@ def summary(state: BatchState) -> dict:
         "registered": steps.get("registered", {}),
         "promotion": steps.get("promoted", {}),
         "erasure_verified": steps.get("erased", {}).get("verification", {}).get("ok"),
+        "step_seconds": step_seconds(state.times),
     }
+
+
+def step_seconds(times: dict) -> dict:
+    """Wall time of each step: from the previous recorded point to this one."""
+    ordered = sorted(times.items(), key=lambda kv: kv[1])
+    return {name: round(t - prev, 3) for (_, prev), (name, t) in zip(ordered, ordered[1:])}
 
 
 def summary_markdown(result: dict) -> str:
