@@ -191,7 +191,8 @@ def unlearn(settings: Settings, state: BatchState, *, method_override: str | Non
             kind=group.kind, goal=group.goal, time_budget_s=policy.time_budget_s, progress=progress,
         )
         model = result.model
-        stats = result.extra.get("stats", stats) if isinstance(result.extra, dict) else stats
+        # PGU hands back the retain statistics; the next request (and batch) subtracts from those.
+        stats = result.extra.get("layer_stats", stats) if isinstance(result.extra, dict) else stats
         total_seconds += result.seconds
         run = {**group.as_dict(), "n_samples": len(group.sample_ids), "n_forget_train": int(len(forget.labels)), "seconds": result.seconds, "config": result.config, "stopped_because": result.stopped_because}
         runs.append(run)

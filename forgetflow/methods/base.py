@@ -1,12 +1,14 @@
-"""The method registry and the one call signature every unlearning method shares.
+"""The method registry interface: what a method declares and what it returns.
 
-    unlearn(model, forget, *, retain=None, val=None, stats=None, config=None, seed=0,
-            device="cpu", time_budget_s=None, progress=True) -> UnlearnResult
+Callers use `forgetflow.methods.unlearn(name, model, forget, *, retain=None, val=None, stats=None,
+config=None, seed=0, device="cpu", kind="samples", goal="forget", time_budget_s=None,
+progress=True) -> UnlearnResult`, which checks the request and the inputs, deep-copies the model
+and calls the method's `fn(model_copy, forget, *, retain, val, stats, config, seed, device,
+time_budget_s, progress[, kind, goal])` with `config` already merged with the paper defaults.
 
 `forget`, `retain` and `val` are `forgetflow.data.store.LoadedSplit` objects (uint8 images,
-int64 labels, sample IDs). `stats` is the checkpoint's `layer_stats` (PGU). `config` holds
-hyperparameters; missing keys take the method's paper defaults. A method never modifies the
-model it is given: it returns a new one.
+int64 labels, sample IDs). `stats` is the checkpoint's `layer_stats` (PGU). A method never modifies
+the model it is given: it returns a new one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
+
+from forgetflow.errors import ForgetflowError
 
 KINDS = ("samples", "subjects", "classes")
 GOALS = ("forget", "misclassify", "relabel")
@@ -41,12 +45,31 @@ class MethodInfo:
     defaults: dict
     search_space: dict  # name -> list of candidate values
     fn: Callable[..., UnlearnResult]
+    # Optional extra check of the inputs (called by `forgetflow.methods.unlearn` before the method
+    # runs): fn(config, retain=, val=, stats=, kind=, goal=) raising MissingInputError.
+    check: Callable[..., None] | None = None
 
     def serves(self, kind: str, goal: str) -> bool:
         return kind in self.kinds and goal in self.goals
 
 
 REGISTRY: dict[str, MethodInfo] = {}
+
+
+class MethodError(ForgetflowError):
+    """An unlearning method cannot run as asked."""
+
+
+class UnknownMethodError(MethodError):
+    """No method of that name is registered."""
+
+
+class UnsupportedRequestError(MethodError):
+    """The method does not serve this request kind or goal."""
+
+
+class MissingInputError(MethodError):
+    """The method needs an input (retain sample, validation split, stored statistics) it was not given."""
 
 
 def register(info: MethodInfo) -> MethodInfo:
