@@ -99,12 +99,14 @@ def test_a_rejected_alias_leaves_no_orphan_version(bootstrapped, tmp_path):
     assert len(after) == len(before)
 
 
-def test_demo_on_an_existing_champion_does_not_register_again(bootstrapped):
+def test_bootstrap_on_an_existing_champion_does_not_register_again(bootstrapped):
     settings, _ = bootstrapped
+    from mlflow import MlflowClient
     from typer.testing import CliRunner
 
     from forgetflow.cli import app
 
-    result = CliRunner().invoke(app, ["demo", "-w", str(settings.workspace)])
+    result = CliRunner().invoke(app, ["bootstrap", "-w", str(settings.workspace)])
     assert result.exit_code == 0, result.output
-    assert "already bootstrapped" in result.output
+    assert "already bootstrapped" in result.output and "--force" in result.output
+    assert len(MlflowClient().search_model_versions(f"name='{settings.registered_model_name}'")) == 1

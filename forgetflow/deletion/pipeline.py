@@ -282,7 +282,7 @@ def evaluate(settings: Settings, state: BatchState) -> dict:
             forget=forget, retain=splits["train"], val=splits["val"], test=splits["test"],
             request_kind=run["kind"], goal=run["goal"], forget_classes=classes, new_labels=new_labels,
             params=eval_params, candidate_seconds=unlearned["seconds"], reference_seconds=ref.get("seconds"),
-            reference_required="checkpoint" in ref or "skipped" not in ref, reference_note=ref.get("skipped", ""),
+            reference_required="skipped" not in ref, reference_note=ref.get("skipped", ""),
             device=settings.resolved_device(), outputs_cache=cache if run["goal"] == "forget" and run["category"] == "instances" else None,
         )
         files = write_report(evaluation, reports_root / f"group-{index}-{run['category']}-{run['goal']}", title=f"{state.batch_id}: {run['category']} / {run['goal']} ({run['method']})", context={"batch_id": state.batch_id, "method": run["method"]})
