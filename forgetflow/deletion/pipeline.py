@@ -73,8 +73,7 @@ def validate(settings: Settings, state: BatchState) -> dict:
                 status = ledger.status(outcome.request_id)
                 if status is not None and status.state in PENDING_STATES:
                     ledger.append("rejected", outcome.request_id, reason=outcome.error, batch_id=state.batch_id)
-    for request_id in valid:
-        ledger.append("batched", request_id, batch_id=state.batch_id)
+    record_events(settings, "batched", state.batch_id, valid, lambda _: {})
     md5 = dvc_workspace(settings).md5(version.root)
     return state.record(settings, "validated", {"valid": valid, "rejected": rejected, "dataset": version.name, "md5_before": md5})
 
@@ -176,7 +175,6 @@ def unlearn(settings: Settings, state: BatchState, *, method_override: str | Non
     train_new, val = new.load("train"), new.load("val")
     device = settings.resolved_device()
     runs, total_seconds = [], 0.0
-    ledger = open_ledger(settings)
     for index, group in enumerate(plan_groups(settings, state, params, old.class_names, method_override)):
         forget = _train_part(old, group.sample_ids)
         if len(forget.labels) == 0:
@@ -197,9 +195,7 @@ def unlearn(settings: Settings, state: BatchState, *, method_override: str | Non
         run = {**group.as_dict(), "n_samples": len(group.sample_ids), "n_forget_train": int(len(forget.labels)), "seconds": result.seconds, "config": result.config, "stopped_because": result.stopped_because}
         runs.append(run)
         crash_point("unlearn-group")
-        for request_id in group.request_ids:
-            if not _has_event(ledger, request_id, "unlearned", state.batch_id):
-                ledger.append("unlearned", request_id, batch_id=state.batch_id, method=group.method, seconds=round(result.seconds, 3), champion_version=champion["version"])
+        record_events(settings, "unlearned", state.batch_id, group.request_ids, lambda _: {"method": group.method, "seconds": round(result.seconds, 3), "champion_version": champion["version"]})
     checkpoint = save_checkpoint(model, folder / "candidate" / "checkpoint.pt", extra={"role": "candidate", "batch_id": state.batch_id, "parent_version": champion["version"], "data_md5": versioned["md5_after"]}, layer_stats=stats)
     return state.record(settings, "unlearned", {"checkpoint": str(checkpoint), "champion_checkpoint": str(champion_ckpt), "parent_version": champion["version"], "runs": runs, "seconds": total_seconds})
 
@@ -219,9 +215,19 @@ def _retain_sample(train, size: int, *, seed: int):
     return LoadedSplit(train.images[pick], train.labels[pick], train.sample_ids[pick])
 
 
-def _has_event(ledger, request_id: str, event: str, batch_id: str) -> bool:
-    status = ledger.status(request_id)
-    return status is not None and any(e["event"] == event and e.get("batch_id") == batch_id for e in status.history)
+def record_events(settings: Settings, event: str, batch_id: str, request_ids: list[str], fields, *, unless: tuple[str, ...] = ()) -> int:
+    """Append `event` for every request that has no such event (or one in `unless`) in this batch
+    yet, as one group commit: a re-run after a crash never records a step twice."""
+    ledger = open_ledger(settings)
+    statuses = ledger.statuses()
+    skip = {event, *unless}
+    records = [
+        (event, rid, {"batch_id": batch_id, **fields(rid)})
+        for rid in request_ids
+        if not any(e["event"] in skip and e.get("batch_id") == batch_id for e in statuses[rid].history)
+    ]
+    ledger.append_many(records)
+    return len(records)
 
 
 # 5. Reference -----------------------------------------------------------------------------------
@@ -269,7 +275,6 @@ def evaluate(settings: Settings, state: BatchState) -> dict:
     folder = batch_folder(settings, state.batch_id) / "evaluation"
     groups, passed, cache = [], True, {}
     reports_root = settings.workspace / "reports" / "batches" / state.batch_id
-    ledger = open_ledger(settings)
     for index, run in enumerate(r for r in unlearned["runs"] if "skipped" not in r):
         forget = _train_part(old, run["sample_ids"])
         classes = sorted(set(forget.labels.tolist())) if run["category"] == "classes" else None
@@ -289,8 +294,6 @@ def evaluate(settings: Settings, state: BatchState) -> dict:
         decision = evaluation.decision
         passed = passed and decision.passed
         groups.append({"category": run["category"], "goal": run["goal"], "method": run["method"], "passed": decision.passed, "reason": decision.reason, "metrics": flat_metrics(files.report), "report": str(files.markdown), "folder": str(files.markdown.parent)})
-        for request_id in run["request_ids"]:
-            if not _has_event(ledger, request_id, "evaluated", state.batch_id):
-                ledger.append("evaluated", request_id, batch_id=state.batch_id, gate_passed=decision.passed, reason=decision.reason)
+        record_events(settings, "evaluated", state.batch_id, run["request_ids"], lambda _: {"gate_passed": decision.passed, "reason": decision.reason})
     shutil.rmtree(folder, ignore_errors=True)
     return state.record(settings, "evaluated", {"passed": passed, "groups": groups})

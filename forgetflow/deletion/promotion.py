@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from forgetflow.deletion.batch import BatchState, crash_point
-from forgetflow.deletion.pipeline import _has_event, batch_folder
+from forgetflow.deletion.pipeline import batch_folder, record_events
 from forgetflow.deletion.policy import unlearning_policy
 from forgetflow.deletion.registry import alias_version, find_version, mark_superseded, set_alias, tag_version
 from forgetflow.lineage import code_version, prefect_flow_run_id
@@ -96,10 +96,8 @@ def register(settings: Settings, state: BatchState) -> dict:
             found = {"version": reg.version, "run_id": reg.run_id}
         set_alias(settings, "reference", found["version"])
         out["reference"] = {"version": found["version"], "run_id": found["run_id"]}
-    ledger = open_ledger(settings)
-    for request_id in state.steps["validated"]["valid"]:
-        if not _has_event(ledger, request_id, "registered", state.batch_id):
-            ledger.append("registered", request_id, batch_id=state.batch_id, candidate_version=out["candidate"]["version"], reference_version=out.get("reference", {}).get("version"))
+    versions = {"candidate_version": out["candidate"]["version"], "reference_version": out.get("reference", {}).get("version")}
+    record_events(settings, "registered", state.batch_id, state.steps["validated"]["valid"], lambda _: versions)
     return state.record(settings, "registered", out)
 
 
@@ -132,14 +130,11 @@ def promote(settings: Settings, state: BatchState) -> dict:
     if honoured:
         set_alias(settings, "champion", champion)
     tag_version(settings, candidate, {"promotion": outcome})
-    ledger = open_ledger(settings)
-    for request_id in state.steps["validated"]["valid"]:
-        if _has_event(ledger, request_id, "promoted", state.batch_id) or _has_event(ledger, request_id, "failed", state.batch_id):
-            continue
-        if honoured:
-            ledger.append("promoted", request_id, batch_id=state.batch_id, champion_version=champion, outcome=outcome)
-        else:
-            ledger.append("failed", request_id, batch_id=state.batch_id, reason=outcome, champion_version=champion)
+    valid = state.steps["validated"]["valid"]
+    if honoured:
+        record_events(settings, "promoted", state.batch_id, valid, lambda _: {"champion_version": champion, "outcome": outcome}, unless=("failed",))
+    else:
+        record_events(settings, "failed", state.batch_id, valid, lambda _: {"champion_version": champion, "reason": outcome}, unless=("promoted",))
     return state.record(settings, "promoted", {"champion": champion, "outcome": outcome, "honoured": honoured})
 
 
@@ -170,11 +165,9 @@ def erase(settings: Settings, state: BatchState) -> dict:
     # Scratch copies of the batch (the old champion's checkpoint, the candidate's) are not needed any more.
     shutil.rmtree(batch_folder(settings, state.batch_id), ignore_errors=True)
     summary = {"erasure": record.as_dict(), "verification": check.as_dict(), "superseded_versions": superseded}
-    ledger = open_ledger(settings)
-    for request_id in state.steps["validated"]["valid"]:
-        if not _has_event(ledger, request_id, "erased", state.batch_id):
-            removed = {label: len(oids) for label, oids in record.objects_removed.items()}
-            ledger.append("erased", request_id, batch_id=state.batch_id, objects_removed=removed, run_cache_removed=record.run_cache_removed, verified=check.ok, problems=check.problems[:5], tombstone=tombstone["path"], tombstone_sha256=tombstone["sha256"])
+    removed = {label: len(oids) for label, oids in record.objects_removed.items()}
+    proof = {"objects_removed": removed, "run_cache_removed": record.run_cache_removed, "verified": check.ok, "problems": check.problems[:5], "tombstone": tombstone["path"], "tombstone_sha256": tombstone["sha256"]}
+    record_events(settings, "erased", state.batch_id, state.steps["validated"]["valid"], lambda _: proof)
     return state.record(settings, "erased", summary)
 
 
