@@ -18,13 +18,26 @@ Timings are measurements, never test assertions. Rebuild this page with `python 
 """
 
 
+GPU_PLACEHOLDER = """## GPU figures
+
+Empty: no GPU has been available to a benchmark run yet. Every benchmark takes its device from
+`FORGETFLOW_DEVICE` (`auto` picks CUDA when present); a GPU run writes `benchmarks/results/gpu.md`,
+which replaces this section.
+"""
+
+
 def main() -> None:
     results = ROOT / "benchmarks" / "results"
     parts = [HEADER]
     names = [n for n in ORDER if (results / f"{n}.md").exists()]
     names += sorted(p.stem for p in results.glob("*.md") if p.stem not in ORDER)
     for name in names:
-        parts.append((results / f"{name}.md").read_text().rstrip() + "\n")
+        text = (results / f"{name}.md").read_text().rstrip() + "\n"
+        if text.startswith("# "):  # a part with its own title: nest it under this page's title
+            text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()) + "\n"
+        parts.append(text)
+    if not (results / "gpu.md").exists():
+        parts.append(GPU_PLACEHOLDER)
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
     print(f"BENCHMARKS.md: {', '.join(names) or 'no results yet'}")
 
