@@ -1,4 +1,4 @@
-"""Crash safety: SIGKILL at step boundaries and inside unlearning, then a re-run finishes the
+"""Crash safety: SIGKILL at every step boundary and inside steps, then a re-run finishes the
 batch exactly once (one new version, no request applied twice or lost, ledger chain intact)."""
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from conftest import make_workspace
 from test_deletion_flow import lenient_evaluation
 
 RUN = "from forgetflow.settings import load_settings; from forgetflow.deletion.runner import run_pending; run_pending(load_settings({ws!r}), progress=False)"
-CRASH_POINTS = ["deletion-swapped", "versioned", "unlearn-group", "registered", "erase-copies"]
+# Every step boundary, plus inside data versioning, unlearning and erasure.
+CRASH_POINTS = ["validated", "deletion-swapped", "versioned", "unlearn-group", "unlearned", "reference", "evaluated", "registered", "promoted", "erase-copies"]
 
 
 def run_batch(ws, crash_after=None):

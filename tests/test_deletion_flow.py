@@ -89,6 +89,7 @@ def test_lineage_tags_equal_the_real_hashes(two_batches):
     assert digests["digits"] == batch["data"]["md5_after"]
     reference = client.get_model_version(settings.registered_model_name, batch["registered"]["reference"]["version"])
     assert reference.tags["forgetflow.role"] == "reference" and reference.tags["forgetflow.parent_version"] == "none"
+    assert tags["forgetflow.reference_version"] == str(reference.version) and tags["forgetflow.reference_run_id"] == reference.run_id
 
 
 def test_champion_alias_loads_the_newest_model(two_batches):

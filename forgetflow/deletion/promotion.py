@@ -70,18 +70,6 @@ def register(settings: Settings, state: BatchState) -> dict:
     ]
     reports = Path(settings.workspace / "reports" / "batches" / state.batch_id)
     out = {}
-    existing = find_version(settings, state.batch_id, "candidate")
-    if existing is None:
-        model, _ = load_checkpoint(Path(unlearned["checkpoint"]))
-        tags = lineage_tags(_lineage(settings, state, "candidate", method, config_hash))
-        reg = log_and_register(
-            settings, run_name=f"{state.batch_id}-candidate", model=model, checkpoint_path=Path(unlearned["checkpoint"]),
-            params={"unlearning.method": method, "unlearning.config_hash": config_hash, **{f"unlearning.{i}.{k}": v for i, r in enumerate(runs) for k, v in r["config"].items()}},
-            metrics=metrics, datasets=datasets, tags=tags, artifacts={"evaluation": reports} if reports.exists() else None, aliases=("candidate",),
-        )
-        existing = {"version": reg.version, "run_id": reg.run_id}
-    set_alias(settings, "candidate", existing["version"])  # again: a crash may have come before it
-    out["candidate"] = {"version": existing["version"], "run_id": existing["run_id"]}
     if "checkpoint" in ref:
         found = find_version(settings, state.batch_id, "reference")
         if found is None:
@@ -96,6 +84,19 @@ def register(settings: Settings, state: BatchState) -> dict:
             found = {"version": reg.version, "run_id": reg.run_id}
         set_alias(settings, "reference", found["version"])
         out["reference"] = {"version": found["version"], "run_id": found["run_id"]}
+    existing = find_version(settings, state.batch_id, "candidate")
+    if existing is None:
+        model, _ = load_checkpoint(Path(unlearned["checkpoint"]))
+        reference_link = {"reference_version": out.get("reference", {}).get("version"), "reference_run_id": out.get("reference", {}).get("run_id")}
+        tags = lineage_tags({**_lineage(settings, state, "candidate", method, config_hash), **reference_link})
+        reg = log_and_register(
+            settings, run_name=f"{state.batch_id}-candidate", model=model, checkpoint_path=Path(unlearned["checkpoint"]),
+            params={"unlearning.method": method, "unlearning.config_hash": config_hash, **{f"unlearning.{i}.{k}": v for i, r in enumerate(runs) for k, v in r["config"].items()}},
+            metrics=metrics, datasets=datasets, tags=tags, artifacts={"evaluation": reports} if reports.exists() else None, aliases=("candidate",),
+        )
+        existing = {"version": reg.version, "run_id": reg.run_id}
+    set_alias(settings, "candidate", existing["version"])  # again: a crash may have come before it
+    out["candidate"] = {"version": existing["version"], "run_id": existing["run_id"]}
     versions = {"candidate_version": out["candidate"]["version"], "reference_version": out.get("reference", {}).get("version")}
     record_events(settings, "registered", state.batch_id, state.steps["validated"]["valid"], lambda _: versions)
     return state.record(settings, "registered", out)
