@@ -42,6 +42,7 @@ class DvcWorkspace:
         """Initialise DVC (no-scm unless the workspace is a Git root) and configure the remote."""
         from dvc.repo import Repo
 
+        logging.getLogger("dvc").setLevel(logging.WARNING)  # again: importing dvc may reset it
         try:
             if not (self.root / ".dvc").is_dir():
                 Repo.init(str(self.root), no_scm=not (self.root / ".git").exists())
