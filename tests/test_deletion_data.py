@@ -114,3 +114,20 @@ def test_a_second_writer_gets_a_clear_busy_error(ws):
         holder.join(30)
     with workspace_lock(ws, purpose="after", wait_s=5):
         pass
+
+
+def test_git_workspace_tracks_and_commits_the_dvc_pointer(tmp_path, monkeypatch):
+    """In a Git root DVC runs with SCM: import and a deletion work and the .dvc file is committed."""
+    import subprocess
+
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}.items():
+        monkeypatch.setenv(key, value)
+    ws = make_workspace(tmp_path / "ws")
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    settings = load_settings(ws)
+    import_dataset(settings, init_workspace(settings), "digits")
+    result = apply_deletion(settings, "digits", [4, 5], batch_id="batch-git")
+    assert result.git_commit
+    log = subprocess.run(["git", "-C", str(ws), "log", "--format=%s", "--", "data/digits.dvc"], capture_output=True, text=True, check=True).stdout
+    assert "batch-git" in log
+    assert dvc_workspace(settings).status_clean(settings.data_dir / "digits")

@@ -65,7 +65,9 @@ class DvcWorkspace:
         try:
             with self._repo() as repo:
                 repo.add(str(target))
-                repo.push(targets=[str(target)], remote=REMOTE_NAME)
+                # Target the .dvc file: in a Git workspace an output path is looked up in the
+                # committed tree, where a new dataset is not yet.
+                repo.push(targets=[f"{target}.dvc"], remote=REMOTE_NAME)
         except Exception as exc:
             raise VersioningError(f"dvc add/push of {relative} failed: {exc}", f"check the DVC remote ({self.remote_url}) and the DVC lock in .dvc/tmp") from exc
         return self.md5(path)
@@ -81,7 +83,7 @@ class DvcWorkspace:
     def status_clean(self, path: Path) -> bool:
         """True when the workspace copy of `path` matches what DVC recorded."""
         with self._repo() as repo:
-            return not repo.status(targets=[str(Path(path).resolve())])
+            return not repo.status(targets=[f"{Path(path).resolve()}.dvc"])
 
     def untrack_new(self, path: Path) -> None:
         """Undo a `dvc add` whose version was rolled back (best effort: the .dvc file only)."""
