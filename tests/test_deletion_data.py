@@ -117,7 +117,7 @@ def test_a_second_writer_gets_a_clear_busy_error(ws):
 
 
 def test_git_workspace_tracks_and_commits_the_dvc_pointer(tmp_path, monkeypatch):
-    """In a Git root DVC runs with SCM: import and a deletion work and the .dvc file is committed."""
+    """In a Git root DVC runs with SCM: import and a deletion work and each commits the .dvc file."""
     import subprocess
 
     for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}.items():
@@ -129,5 +129,5 @@ def test_git_workspace_tracks_and_commits_the_dvc_pointer(tmp_path, monkeypatch)
     result = apply_deletion(settings, "digits", [4, 5], batch_id="batch-git")
     assert result.git_commit
     log = subprocess.run(["git", "-C", str(ws), "log", "--format=%s", "--", "data/digits.dvc"], capture_output=True, text=True, check=True).stdout
-    assert "batch-git" in log
+    assert "batch-git" in log and "forgetflow import digits" in log  # the import commits its pointer too
     assert dvc_workspace(settings).status_clean(settings.data_dir / "digits")

@@ -9,7 +9,7 @@ from forgetflow.data import store
 from forgetflow.data.sources import load_source
 from forgetflow.data.splits import assign_splits
 from forgetflow.data.subjects import assign_subjects
-from forgetflow.data.versioning import DvcWorkspace
+from forgetflow.data.versioning import DvcWorkspace, git_commit_dvc_file
 from forgetflow.params import Params
 from forgetflow.settings import Settings
 from forgetflow.workspace import ensure_writable
@@ -95,6 +95,7 @@ def import_dataset(settings: Settings, params: Params, source: str, path: str | 
             dvc_file.write_text(previous_dvc_file)
         raise
     store.commit_swap(root)
+    git_commit_dvc_file(settings.workspace, dvc_file, f"forgetflow import {source}: {name} {dvc.md5(root)[:8]}")
     return describe(settings, name)
 
 

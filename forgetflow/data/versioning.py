@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -88,3 +89,22 @@ class DvcWorkspace:
     def untrack_new(self, path: Path) -> None:
         """Undo a `dvc add` whose version was rolled back (best effort: the .dvc file only)."""
         Path(str(path) + ".dvc").unlink(missing_ok=True)
+
+
+def git_commit_dvc_file(workspace: Path, dvc_file: Path, message: str) -> str | None:
+    """Commit only the `.dvc` pointer (and DVC's .gitignore) when the workspace is a Git root."""
+    root = Path(workspace)
+    if not (root / ".git").exists():
+        return None
+    paths = [str(dvc_file.relative_to(root))]
+    gitignore = dvc_file.parent / ".gitignore"
+    if gitignore.exists():
+        paths.append(str(gitignore.relative_to(root)))
+    try:
+        subprocess.run(["git", "-C", str(root), "add", "--", *paths], check=True, capture_output=True, text=True)
+        result = subprocess.run(["git", "-C", str(root), "commit", "-m", message, "--only", "--", *paths], capture_output=True, text=True)
+        if result.returncode != 0:
+            return None  # nothing to commit, or no Git identity: the .dvc file stays staged
+        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None

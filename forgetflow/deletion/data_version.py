@@ -7,7 +7,6 @@ a crash past this step) is recognised and not applied twice.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 
 from forgetflow.data import store
 from forgetflow.data.importer import dataset_dir, dvc_workspace
+from forgetflow.data.versioning import git_commit_dvc_file
 from forgetflow.deletion.batch import crash_point
 from forgetflow.deletion.objects import version_listing
 from forgetflow.errors import DataIntegrityError
@@ -66,7 +66,7 @@ def apply_deletion(settings: Settings, dataset: str, sample_ids, *, batch_id: st
         dvc_file.write_text(previous_dvc_file)
         raise
     store.commit_swap(root)
-    commit = git_commit_dvc_file(settings, dvc_file, f"forgetflow {batch_id}: {dataset} {current_md5[:8]} -> {md5_after[:8]} ({len(ids)} samples removed)")
+    commit = git_commit_dvc_file(settings.workspace, dvc_file, f"forgetflow {batch_id}: {dataset} {current_md5[:8]} -> {md5_after[:8]} ({len(ids)} samples removed)")
     return DeletionVersion(
         dataset=dataset,
         md5_before=current_md5,
@@ -105,22 +105,3 @@ def _already_applied(settings: Settings, dataset: str, md5_before: str, md5_afte
     new = version_listing(settings, md5_after)
     touched = sorted(relpath.removeprefix("shards/") for relpath, oid in old.items() if relpath.startswith("shards/") and new.get(relpath) != oid)
     return DeletionVersion(dataset, md5_before, md5_after, int(len(ids)), touched, _objects_with_forgotten_data(old, touched, md5_before))
-
-
-def git_commit_dvc_file(settings: Settings, dvc_file: Path, message: str) -> str | None:
-    """Commit only the `.dvc` pointer (and DVC's .gitignore) when the workspace is a Git root."""
-    root = settings.workspace
-    if not (root / ".git").exists():
-        return None
-    paths = [str(dvc_file.relative_to(root))]
-    gitignore = dvc_file.parent / ".gitignore"
-    if gitignore.exists():
-        paths.append(str(gitignore.relative_to(root)))
-    try:
-        subprocess.run(["git", "-C", str(root), "add", "--", *paths], check=True, capture_output=True, text=True)
-        result = subprocess.run(["git", "-C", str(root), "commit", "-m", message, "--only", "--", *paths], capture_output=True, text=True)
-        if result.returncode != 0:
-            return None  # nothing to commit, or no Git identity: the .dvc file stays staged
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
