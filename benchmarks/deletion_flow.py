@@ -27,19 +27,12 @@ SAMPLES_PER_REQUEST = 2
 
 
 def _prepare(workspace: Path):
-    from forgetflow.base_model import cleanup, train_base_model
-    from forgetflow.data.importer import import_dataset
-    from forgetflow.registration import register_base_model
+    from forgetflow.registration import bootstrap_workspace
     from forgetflow.settings import load_settings
-    from forgetflow.workspace import init_workspace
 
     shutil.copy(Path(__file__).resolve().parent.parent / "params.yaml", workspace / "params.yaml")
     settings = load_settings(workspace)
-    params = init_workspace(settings)
-    data = import_dataset(settings, params, "digits").as_dict()
-    trained = train_base_model(settings, params, "digits", data["md5"], progress=False)
-    register_base_model(settings, params, data, trained, source="digits", run_name="bootstrap")
-    cleanup(trained)
+    bootstrap_workspace(settings, "digits")
     return settings
 
 

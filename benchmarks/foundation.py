@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -27,8 +28,6 @@ FORGETFLOW = [str(Path(sys.executable).parent / "forgetflow")]
 
 
 def timed(command: list[str], env_extra: dict | None = None) -> float:
-    import os
-
     env = {**os.environ, **(env_extra or {})}
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)

@@ -158,10 +158,9 @@ def audit_report(settings: Settings, out_dir: Path | None = None) -> Path:
 
 def plot_lineage(versions: dict[str, dict], path: Path) -> Path:
     """Versions as boxes left to right, arrows from parent to child, coloured by role."""
-    import matplotlib
+    from forgetflow.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ordered = sorted(versions, key=int)
     colours = {"bootstrap": "#4c72b0", "candidate": "#55a868", "reference": "#dd8452"}
@@ -193,10 +192,9 @@ def plot_lineage(versions: dict[str, dict], path: Path) -> Path:
 
 
 def plot_trends(versions: dict[str, dict], path: Path) -> Path:
-    import matplotlib
+    from forgetflow.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     ordered = sorted(versions, key=int)
     fig, ax = plt.subplots(figsize=(6, 3.2))

@@ -82,10 +82,9 @@ def write_reports(settings: Settings, history: list[dict], metrics: dict) -> tup
 def plot_history(history: list[dict], path: Path) -> Path | None:
     if not history:
         return None
-    import matplotlib
+    from forgetflow.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     epochs = [row["epoch"] for row in history]
     fig, loss_ax = plt.subplots(figsize=(6, 3.5))

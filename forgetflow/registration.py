@@ -58,3 +58,19 @@ def register_base_model(settings: Settings, params: Params, data: dict, trained:
         tags=tags,
         artifacts=artifacts,
     )
+
+
+def bootstrap_workspace(settings: Settings, source: str = "digits", *, progress: bool = False) -> Registration:
+    """The bootstrap flow's steps without Prefect (scripts, benchmarks, subprocess tests):
+    import the source, train the base model, register it as champion."""
+    from forgetflow.base_model import cleanup, train_base_model
+    from forgetflow.data.importer import import_dataset
+    from forgetflow.workspace import init_workspace
+
+    params = init_workspace(settings)
+    data = import_dataset(settings, params, source).as_dict()
+    trained = train_base_model(settings, params, data["name"], data["md5"], progress=progress)
+    try:
+        return register_base_model(settings, params, data, trained, source=source, run_name=f"bootstrap-{data['name']}-{data['md5'][:8]}")
+    finally:
+        cleanup(trained)

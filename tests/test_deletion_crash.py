@@ -10,13 +10,11 @@ import sys
 
 import pytest
 
-from forgetflow.base_model import cleanup, train_base_model
-from forgetflow.data.importer import dvc_workspace, import_dataset
+from forgetflow.data.importer import dvc_workspace
 from forgetflow.data.store import DatasetVersion
-from forgetflow.registration import register_base_model
+from forgetflow.registration import bootstrap_workspace
 from forgetflow.requests.intake import open_ledger, submit
 from forgetflow.settings import load_settings
-from forgetflow.workspace import init_workspace
 
 from conftest import make_workspace
 from test_deletion_flow import lenient_evaluation
@@ -38,11 +36,7 @@ def run_batch(ws, crash_after=None):
 def crashed_and_resumed(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("crash") / "ws", evaluation=lenient_evaluation())
     settings = load_settings(ws)
-    params = init_workspace(settings)
-    data = import_dataset(settings, params, "digits").as_dict()
-    trained = train_base_model(settings, params, "digits", data["md5"], progress=False)
-    register_base_model(settings, params, data, trained, source="digits", run_name="bootstrap")
-    cleanup(trained)
+    bootstrap_workspace(settings, "digits")
     manifest = DatasetVersion(settings.data_dir / "digits").manifest
     train = manifest[manifest.split == "train"]
     ids = [

@@ -89,7 +89,6 @@ def ui(workspace: WorkspaceOption = None) -> None:
 
 
 def _run_bootstrap(settings, source, path, *, download, reimport, force) -> dict:
-    from forgetflow.errors import ForgetflowError
     from forgetflow.tracking import current_version
 
     use_prefect_defaults(settings)
@@ -104,10 +103,7 @@ def _run_bootstrap(settings, source, path, *, download, reimport, force) -> dict
 
     started = time.perf_counter()
     console.print(f"[bold]forgetflow bootstrap[/] on [cyan]{source}[/] in {settings.workspace}")
-    try:
-        summary = bootstrap_flow(workspace=str(settings.workspace), source=source, source_path=path, download=download, reimport=reimport)
-    except ForgetflowError:
-        raise
+    summary = bootstrap_flow(workspace=str(settings.workspace), source=source, source_path=path, download=download, reimport=reimport)
     summary["seconds"] = time.perf_counter() - started
     return summary
 

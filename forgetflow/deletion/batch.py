@@ -81,5 +81,5 @@ def open_batches(settings: Settings) -> list[BatchState]:
     folder = batches_dir(settings)
     if not folder.is_dir():
         return []
-    states = [BatchState(**json.loads(p.read_text())) for p in sorted(folder.glob("batch-*.json")) if not p.name.endswith(".lock")]
+    states = [BatchState(**json.loads(p.read_text())) for p in sorted(folder.glob("batch-*.json"))]
     return [s for s in states if not s.closed]

@@ -56,9 +56,9 @@ def object_stores(settings: Settings) -> list[ObjectStore]:
         return [ObjectStore("cache", cache.fs, cache), ObjectStore("remote", remote.fs, remote)]
 
 
-def version_listing(settings: Settings, md5: str) -> dict[str, str]:
+def version_listing(settings: Settings, md5: str, stores: list[ObjectStore] | None = None) -> dict[str, str]:
     """relpath -> object md5 for a tracked directory version (from its `.dir` object)."""
-    for store in object_stores(settings):
+    for store in stores or object_stores(settings):
         oid = f"{md5}.dir"
         if store.exists(oid):
             return {entry["relpath"]: entry["md5"] for entry in json.loads(store.read(oid))}
@@ -71,11 +71,11 @@ def materialise_version(settings: Settings, name: str, md5: str) -> DatasetVersi
     The deletion flow reads the forget set from the pre-deletion version this way, so the forget
     set never needs a copy of its own and a crash before erasure loses nothing.
     """
-    listing = version_listing(settings, md5)
     root = version_scratch(settings, md5) / name
     if (root / "meta.json").is_file():
         return DatasetVersion(root)
     stores = object_stores(settings)
+    listing = version_listing(settings, md5, stores)
     staging = root.parent / f".partial-{name}"
     shutil.rmtree(staging, ignore_errors=True)
     for relpath, oid in listing.items():

@@ -27,8 +27,6 @@ def _lineage(settings: Settings, state: BatchState, role: str, method: str, conf
     params = load_params(settings.params_path)
     versioned, unlearned, evaluated = state.steps["versioned"], state.steps["unlearned"], state.steps["evaluated"]
     ref = state.steps["reference"]
-    statuses = open_ledger(settings).statuses()
-    forget_hashes = sorted({statuses[r].last("validated")["forget_set"]["content_hash"] for r in state.steps["validated"]["valid"]})
     return {
         "stage": "deletion",
         "role": role,
@@ -38,7 +36,7 @@ def _lineage(settings: Settings, state: BatchState, role: str, method: str, conf
         "dataset": versioned["dataset"],
         "data_md5_before": versioned["md5_before"],
         "data_md5": versioned["md5_after"],
-        "forget_set_hash": stable_hash(forget_hashes),
+        "forget_set_hash": _forget_hash(settings, state),  # the same digest as the "forget" dataset input
         "method": method,
         "config_hash": config_hash,
         "reference": ref.get("key", f"none ({ref.get('skipped', '')})"),

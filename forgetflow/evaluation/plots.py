@@ -6,16 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from forgetflow.plotting import pyplot as _pyplot
+
 COLORS = {"original": "tab:gray", "candidate": "tab:blue", "reference": "tab:green"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _grouped_bars(ax, metrics: dict[str, dict[str, float]], keys: list[str], labels: list[str]) -> None:
