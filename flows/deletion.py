@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 
 from forgetflow.deletion.lock import workspace_lock
 from forgetflow.deletion.promotion import summary_markdown
+from forgetflow.service.limits import ensure_limits, workspace_slot
 from forgetflow.settings import load_settings
 from tasks.deletion import (
     close_batch,
@@ -25,12 +26,33 @@ from tasks.deletion import (
 )
 
 
-@flow(name="forgetflow-process-deletions", log_prints=True)
-def process_deletions(workspace: str, request_ids: list[str] | None = None, method: str | None = None, wait_s: float = 0.0, progress: bool = True) -> list[dict]:
-    """Process every pending request (or the given request IDs) as one batch."""
+def _run_name() -> str:
+    from datetime import datetime, timezone
+
+    trigger = flow_run.parameters.get("trigger")
+    return f"urgent-{trigger}" if trigger else f"batch-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+
+@flow(name="forgetflow-process-deletions", flow_run_name=_run_name, log_prints=True)
+def process_deletions(
+    workspace: str,
+    request_ids: list[str] | None = None,
+    method: str | None = None,
+    wait_s: float = 0.0,
+    progress: bool = True,
+    trigger: str | None = None,
+) -> list[dict]:
+    """Process every pending request (or the given request IDs) as one batch.
+
+    `trigger` names the urgent request whose event started this run (for the run name); the run
+    still takes every pending request, so requests that arrived meanwhile are not left waiting.
+    """
     settings = load_settings(workspace)
     summaries = []
-    with workspace_lock(settings, purpose=f"process_deletions (flow run {flow_run.id})", wait_s=wait_s):
+    ensure_limits(settings)
+    # The Prefect slot queues a second run (a trigger during a batch) across processes and
+    # machines; the file lock also guards against forgetflow processes outside Prefect.
+    with workspace_slot(settings), workspace_lock(settings, purpose=f"process_deletions (flow run {flow_run.id})", wait_s=wait_s):
         for _ in range(2):  # an unfinished batch first, then one new batch
             batch_id = open_batch(workspace, request_ids)
             if batch_id is None:

@@ -29,7 +29,10 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(default=None, description="Default: an absolute SQLite URI under <workspace>/mlflow/.")
     mlflow_artifact_location: str | None = Field(default=None, description="Default: <workspace>/mlflow/artifacts.")
     dvc_remote: str | None = Field(default=None, description="DVC remote URL or path. Default: <workspace>/.forgetflow/dvc-remote.")
+    dvc_remote_config: dict[str, str] = Field(default_factory=dict, description='Extra DVC remote options as a JSON object, e.g. {"endpointurl": "http://minio:9000"} for S3-compatible storage.')
     device: Literal["auto", "cpu", "cuda", "mps"] | str = Field(default="auto", description="auto = cuda, then mps, then cpu; or e.g. cuda:1.")
+    device_limit: str | None = Field(default=None, description="Name of the Prefect concurrency limit that gives one job per device. Default: forgetflow-device-<host>-<device>.")
+    reference_deployment: str | None = Field(default=None, description="Send the reference retrain to this deployment (e.g. forgetflow-reference-retrain/gpu on a GPU work pool) instead of running it in the deletion flow.")
     seed: int | None = Field(default=None, description="Overrides params.yaml train.seed for this run (the seed used is always logged).")
     experiment_name: str = "forgetflow"
     registered_model_name: str = "forgetflow-classifier"
@@ -64,9 +67,12 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').as_posix()}"
 
     @property
-    def artifact_location(self) -> str:
+    def artifact_location(self) -> str | None:
+        """None with a tracking server: the server's artifact store (e.g. `mlflow-artifacts:/` proxied to S3)."""
         if self.mlflow_artifact_location:
             return self.mlflow_artifact_location
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
         return (self.mlflow_dir / "artifacts").as_uri()
 
     @property

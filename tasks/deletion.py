@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from forgetflow.deletion import pipeline, promotion
 from forgetflow.deletion.batch import BatchState
+from forgetflow.service.limits import device_slot
 from forgetflow.settings import load_settings
 
 
@@ -38,15 +39,39 @@ def version_batch(workspace: str, batch_id: str) -> dict:
 @task(name="unlearn", cache_policy=NO_CACHE, tags=["gpu"])
 def unlearn_batch(workspace: str, batch_id: str, method: str | None = None, progress: bool = True) -> dict:
     settings, state = _state(workspace, batch_id)
-    outputs = pipeline.unlearn(settings, state, method_override=method, progress=progress)
+    with device_slot(settings):
+        outputs = pipeline.unlearn(settings, state, method_override=method, progress=progress)
     return {"parent_version": outputs["parent_version"], "seconds": outputs["seconds"], "methods": [r["method"] for r in outputs["runs"]]}
 
 
 @task(name="retrain-reference", cache_policy=NO_CACHE, tags=["gpu"])
 def reference_batch(workspace: str, batch_id: str, progress: bool = True) -> dict:
+    """Retrain the reference here, or on the deployment FORGETFLOW_REFERENCE_DEPLOYMENT names
+    (its own work pool, e.g. GPUs with torchrun); either way the result lands in the batch state."""
     settings, state = _state(workspace, batch_id)
-    outputs = pipeline.reference(settings, state, progress=progress)
+    if settings.reference_deployment and not state.done("reference"):
+        run_reference_deployment(settings, batch_id, progress)
+        state = BatchState.load(settings, batch_id)
+        if not state.done("reference"):
+            from forgetflow.errors import ForgetflowError
+
+            raise ForgetflowError(f"deployment {settings.reference_deployment} finished without recording the reference of {batch_id}", "check that its worker sees the same workspace (a shared filesystem)")
+    with device_slot(settings):
+        outputs = pipeline.reference(settings, state, progress=progress)  # a recorded step returns at once
     return {k: v for k, v in outputs.items() if k != "checkpoint"}
+
+
+def run_reference_deployment(settings, batch_id: str, progress: bool) -> None:
+    from prefect.deployments import run_deployment
+
+    from forgetflow.errors import ForgetflowError
+
+    run = run_deployment(settings.reference_deployment, parameters={"workspace": str(settings.workspace), "batch_id": batch_id, "progress": progress}, timeout=None)
+    if run.state is None or not run.state.is_completed():
+        raise ForgetflowError(
+            f"reference retrain run {run.name} on deployment {settings.reference_deployment} ended {run.state.name if run.state else 'without a state'}",
+            "see the run's logs in the Prefect UI; re-running the deletion flow resumes the batch",
+        )
 
 
 @task(name="evaluate-and-gate", cache_policy=NO_CACHE)

@@ -48,6 +48,7 @@ def submit_command(
     goal: Annotated[str, typer.Option("--goal", "-g", help="forget | misclassify | relabel")] = "forget",
     new_labels: Annotated[Optional[str], typer.Option("--new-labels", help="relabel: new class per ID, comma-separated, same order as the IDs.")] = None,
     request_id: Annotated[Optional[str], typer.Option("--request-id", help="Your own ID (1-64 of A-Z a-z 0-9 . _ -). Default: a new UUID.")] = None,
+    urgent: Annotated[bool, typer.Option("--urgent", help="Process now: a running `forgetflow serve` starts a batch for it instead of waiting for the scheduled one.")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Record a deletion request in the ledger (idempotent: resubmitting the same request writes nothing)."""
@@ -62,9 +63,13 @@ def submit_command(
         payload["new_labels"] = _typed(_split_ids(new_labels), "classes")
     if request_id is not None:
         payload["request_id"] = request_id
+    if urgent:
+        payload["urgent"] = True
     result = submit(settings_for(workspace), payload, source="cli")
     style = {"recorded": "green", "already_recorded": "yellow", "duplicate": "yellow"}[result.outcome]
-    console.print(f"[{style}]{result.message}[/]")
+    console.print(f"[{style}]{result.message}[/]" + (" (urgent)" if result.urgent else ""))
+    if result.announcement is not None:
+        console.print(f"  {result.announcement.message}")
     if result.outcome == "duplicate":
         console.print(f"  follow request [bold]{result.duplicate_of}[/] instead: `forgetflow request show {result.duplicate_of}`")
 
@@ -130,6 +135,8 @@ def inbox_command(workspace: WorkspaceOption = None) -> None:
         console.print(f"[green]processed[/] {name}: {result.message}")
     for name, reason in report.rejected:
         console.print(f"[red]rejected[/] {name}: {reason}")
+    if report.announcement is not None:
+        console.print(report.announcement.message)
 
 
 @request_app.command("validate")

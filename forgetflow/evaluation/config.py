@@ -22,6 +22,8 @@ class ReferenceParams(_Strict):
     policy: Literal["always", "every_n_batches", "never"] = "always"
     every_n_batches: int = Field(5, ge=1)
     seed: int = 1  # its own seed: the reference must not share the base model's initialisation
+    nproc_per_node: int = Field(1, ge=1)  # > 1: DDP retrain under torchrun, one process per GPU (or CPU process)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on the CPU
 
 
 class MiaParams(_Strict):

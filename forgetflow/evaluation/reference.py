@@ -5,6 +5,10 @@ Cached under `<workspace>/.forgetflow/references/<data md5>-<recipe hash>-s<seed
 and the checkpoint and its meta.json are written atomically (meta.json last; a reference exists
 only once its meta.json does). The training wall time is stored, so a cache hit still reports the
 retrain cost that speed-up is measured against.
+
+With `evaluation.reference.nproc_per_node` > 1 the retrain runs under torchrun as
+DistributedDataParallel (`forgetflow.ddp_retrain`), one process per GPU (gloo processes on a CPU);
+the result is cached under the same key, and meta.json records the world size and backend.
 """
 
 from __future__ import annotations
@@ -109,12 +113,16 @@ def ensure_reference(
     seed: int,
     device: str = "cpu",
     progress: bool = True,
+    dataset_dir: Path | None = None,
 ) -> Reference:
     """The reference for (data_md5, params.recipe_hash(), seed): from the cache, else trained now.
 
     `train` is the retained training split of the dataset version *after* the deletion; `val` only
-    monitors training (it is never trained on), exactly as for the base model.
+    monitors training (it is never trained on), exactly as for the base model. `dataset_dir`, the
+    version folder the splits were loaded from, lets a DDP retrain read them there instead of
+    from a copy (its processes check they read the same samples).
     """
+    from forgetflow.evaluation.config import evaluation_params
     from forgetflow.models import save_checkpoint
     from forgetflow.training import train_model
 
@@ -122,6 +130,7 @@ def ensure_reference(
     key = reference_key(data_md5, recipe_hash, seed)
     folder = references_dir(state_dir) / key
     digest = sample_ids_digest(train)
+    policy = evaluation_params(params).reference
     with _locked(references_dir(state_dir) / f".{key}.lock"):
         cached = load_cached_reference(state_dir, data_md5, recipe_hash, seed)
         if cached is not None:
@@ -131,7 +140,11 @@ def ensure_reference(
                     f"pass the DVC md5 of the dataset version the split was loaded from, or delete {folder}",
                 )
             return cached
-        result = train_model(spec, params.train, train, val, device=device, seed=seed, progress=progress)
+        if policy.nproc_per_node > 1:
+            result, launch = _retrain_ddp(folder, params, policy, data_md5=data_md5, train=train, val=val, spec=spec, seed=seed, device=device, progress=progress, dataset_dir=dataset_dir, digest=digest)
+        else:
+            result = train_model(spec, params.train, train, val, device=device, seed=seed, progress=progress)
+            launch = {"nproc_per_node": 1, "backend": None}
         folder.mkdir(parents=True, exist_ok=True)
         meta = {
             "format": REFERENCE_FORMAT,
@@ -144,6 +157,7 @@ def ensure_reference(
             "n_train": int(len(train.labels)),
             "train_ids_sha256": digest,
             "history": result.history,
+            **launch,
         }
         tmp = folder / f".checkpoint.pt.tmp-{os.getpid()}"
         # A reference can be promoted to champion; PGU on it then needs its own layer statistics.
@@ -156,6 +170,45 @@ def ensure_reference(
         os.replace(tmp, folder / "checkpoint.pt")
         _write_json_atomic(folder / "meta.json", meta)
     return Reference(model=result.model, checkpoint=folder / "checkpoint.pt", key=key, seed=seed, seconds=result.seconds, cache_hit=False, meta=meta)
+
+
+def _retrain_ddp(folder: Path, params, policy: ReferenceParams, *, data_md5: str, train: LoadedSplit, val: LoadedSplit | None, spec, seed: int, device: str, progress: bool, dataset_dir: Path | None, digest: str):
+    """The recipe under torchrun (DDP); returns (TrainResult, what meta.json records about the launch).
+
+    Works in a hidden folder inside the reference folder: the reference's lock covers it (pruning
+    waits for it), and it is removed whether the launch succeeds or fails.
+    """
+    import contextlib
+    import shutil
+    import time
+
+    from forgetflow.ddp_retrain import launch_ddp_retrain, write_splits
+    from forgetflow.models import load_checkpoint
+    from forgetflow.training import TrainResult
+
+    work = folder / f".ddp-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        params_file = work / "params.json"
+        params_file.write_text(json.dumps(params.model_dump(mode="json")))
+        data = Path(dataset_dir) if dataset_dir is not None else write_splits(work / "splits.npz", train, val, spec)
+        started = time.perf_counter()
+        report = launch_ddp_retrain(data=data, params_file=params_file, seed=seed, output=work / "checkpoint.pt", nproc_per_node=policy.nproc_per_node, backend=policy.backend, device=device, progress=progress, expect_train_ids=digest)
+        wall = time.perf_counter() - started
+        model, payload = load_checkpoint(work / "checkpoint.pt")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # a failed retrain leaves no trace (only if nothing else is in there)
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+    if report["train_ids_sha256"] != digest or payload["spec"] != spec.as_dict():  # the IDs are checked before training too
+        raise DataIntegrityError(
+            f"the DDP retrain read other samples or another model spec from {data} than the train split and spec given for data version {data_md5}",
+            "pass as dataset_dir the dataset version folder the splits were loaded from, or none (the splits are then copied)",
+        )
+    launch = {"nproc_per_node": report["world_size"], "backend": report["backend"], "ddp_wall_seconds": wall}
+    return TrainResult(model=model, history=report["history"], seconds=float(report["train_seconds"])), launch
 
 
 def reference_for_version(settings, params, dataset_name: str, data_md5: str, *, seed: int | None = None, progress: bool = True) -> Reference:
@@ -176,6 +229,7 @@ def reference_for_version(settings, params, dataset_name: str, data_md5: str, *,
         seed=seed,
         device=settings.resolved_device(),
         progress=progress,
+        dataset_dir=version.root,
     )
 
 

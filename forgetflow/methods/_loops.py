@@ -65,7 +65,7 @@ def split_accuracy(model: nn.Module, split: LoadedSplit | None, device: str, mas
     if split is None:
         return float("nan")
     images, labels = (split.images, split.labels) if mask is None else (split.images[mask], split.labels[mask])
-    return accuracy(model, to_tensor(images), torch.from_numpy(labels), device)
+    return accuracy(model, to_tensor(images), torch.from_numpy(np.array(labels, copy=True)), device)  # a copy: store arrays are read-only
 
 
 def progress_bar(total: int, desc: str, progress: bool):

@@ -44,6 +44,8 @@ class SubmitResult:
     request_id: str
     outcome: str  # recorded | already_recorded | duplicate
     duplicate_of: str | None = None
+    urgent: bool = False
+    announcement: object | None = None  # forgetflow.service.events.Announcement, when one was sent
 
     @property
     def message(self) -> str:
@@ -58,6 +60,7 @@ class SubmitResult:
 class InboxReport:
     processed: list[tuple[str, SubmitResult]] = field(default_factory=list)  # (file name, result)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+    announcement: object | None = None
 
 
 def requests_dir(settings: Settings) -> Path:
@@ -85,6 +88,7 @@ def record_fields(request: DeletionRequest, salt: bytes) -> dict:
         "reason": request.reason,
         "requested_by": request.requested_by,
         "received_at": request.received_at.astimezone(timezone.utc).isoformat(),
+        "urgent": request.urgent,
         "fingerprint": content_fingerprint(request.kind, request.goal, targets, new_labels),
     }
 
@@ -99,10 +103,12 @@ def content_fingerprint(kind: str, goal: str, targets: list, new_labels: list | 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def submit(settings: Settings | Path | str, request: DeletionRequest | dict, *, source: str = "api", ledger: Ledger | None = None) -> SubmitResult:
+def submit(settings: Settings | Path | str, request: DeletionRequest | dict, *, source: str = "api", ledger: Ledger | None = None, announce: bool = True) -> SubmitResult:
     """Record a deletion request in the ledger (idempotent, see the module docstring).
 
     Pass the same `ledger` object for many submissions: it reads only what was appended since.
+    A newly recorded request is then announced as a `forgetflow.request.received` event when a
+    Prefect server is known (`announce=False` leaves that to the caller, e.g. one event batch).
     """
     settings = _as_settings(settings)
     request = parse_request(request)
@@ -126,7 +132,12 @@ def submit(settings: Settings | Path | str, request: DeletionRequest | dict, *, 
         if duplicate_of is not None:
             ledger.append("rejected", request.request_id, reason=f"duplicate of request {duplicate_of}", duplicate_of=duplicate_of)
             return SubmitResult(request.request_id, "duplicate", duplicate_of)
-    return SubmitResult(request.request_id, "recorded")
+    result = SubmitResult(request.request_id, "recorded", urgent=request.urgent)
+    if announce:
+        from forgetflow.service.events import announce as announce_requests
+
+        result.announcement = announce_requests(settings, [(request.request_id, request.urgent)])
+    return result
 
 
 # Inbox ---------------------------------------------------------------------------------------
@@ -150,7 +161,7 @@ def process_inbox(settings: Settings | Path | str) -> InboxReport:
                 continue
             try:
                 request = _read_request_file(path)
-                result = submit(settings, request, source="inbox", ledger=ledger)
+                result = submit(settings, request, source="inbox", ledger=ledger, announce=False)
             except RequestError as exc:
                 _move(path, requests_dir(settings) / "rejected", reason=exc.message)
                 report.rejected.append((path.name, exc.message))
@@ -158,6 +169,11 @@ def process_inbox(settings: Settings | Path | str) -> InboxReport:
             # Named after the request so erasure can purge it (it may hold subject IDs in clear text).
             _move(path, requests_dir(settings) / "processed", prefix=f"{result.request_id}--")
             report.processed.append((path.name, result))
+    recorded = [(result.request_id, result.urgent) for _, result in report.processed if result.outcome == "recorded"]
+    if recorded:  # one event batch for the whole sweep
+        from forgetflow.service.events import announce as announce_requests
+
+        report.announcement = announce_requests(settings, recorded)
     return report
 
 

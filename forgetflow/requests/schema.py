@@ -75,6 +75,7 @@ class DeletionRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=2000)
     requested_by: str = Field(min_length=1, max_length=200)
     received_at: AwareDatetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    urgent: bool = Field(default=False, description="Process now (the served urgent deployment is triggered) instead of in the next scheduled batch.")
 
     @field_validator("reason", "requested_by")
     @classmethod

@@ -1,0 +1,39 @@
+"""The `service:` section of params.yaml: when batches run and how often the inbox is read."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from forgetflow.errors import ConfigError
+
+
+class ServiceParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_cron: str = Field("0 2 * * *", description="Cron of the periodic batch (default nightly at 02:00).")
+    timezone: str = "UTC"
+    # Overrides the cron when set: a batch every N seconds (demos and tests; the cron's floor is 1 min).
+    batch_interval_s: float | None = Field(None, gt=0)
+    inbox_poll_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _valid_schedule(self) -> "ServiceParams":
+        # Validated by the schedule class Prefect itself uses, so what passes here also deploys.
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron=self.batch_cron, timezone=self.timezone)
+        except ValidationError as exc:
+            reasons = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+            raise ValueError(f"batch_cron {self.batch_cron!r} / timezone {self.timezone!r}: {reasons}") from None
+        return self
+
+
+def service_params(params) -> ServiceParams:
+    """Validate the `service:` section of a loaded Params (defaults where it is absent)."""
+    raw = (params.model_extra or {}).get("service") or {}
+    try:
+        return ServiceParams.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"service.{'.'.join(map(str, e['loc'])) or '*'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise ConfigError(f"params.yaml has invalid service values: {problems}", "see the comments of the `service:` section in params.yaml") from exc

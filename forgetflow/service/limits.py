@@ -1,0 +1,69 @@
+"""Prefect global concurrency limits: one job per compute device, one writer per workspace.
+
+- `device` limit (1 slot): unlearning and the reference retrain each hold it, so one GPU never runs
+  two of them. Named after the host and device, so two machines with `cuda:0` do not block each
+  other; FORGETFLOW_DEVICE_LIMIT overrides the name (e.g. one name per physical GPU in a pool).
+- `workspace` limit (1 slot): a deletion flow holds it for the whole batch. A second run (a trigger
+  while a batch runs) waits for the slot instead of failing, so it is queued, not lost, and the
+  requests that arrived meanwhile join its batch.
+
+Both are taken with `strict=True`: a missing limit is an error, never a silently unlimited run, and
+`ensure_limits` creates them (idempotently) at service start-up and at the start of every flow.
+"""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+
+from forgetflow.service.naming import slug, workspace_id
+from forgetflow.settings import Settings
+
+LEASE_S = 300  # Prefect renews the lease while the holder lives; a dead holder frees the slot after this
+
+
+def device_limit_name(settings: Settings) -> str:
+    if settings.device_limit:
+        return settings.device_limit
+    return f"forgetflow-device-{slug(socket.gethostname())}-{slug(settings.resolved_device())}"
+
+
+def workspace_limit_name(settings: Settings) -> str:
+    return f"forgetflow-workspace-{workspace_id(settings)}"
+
+
+def ensure_limits(settings: Settings) -> list[str]:
+    """Create the device and workspace limits (1 slot each) where missing; returns their names."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    names = [device_limit_name(settings), workspace_limit_name(settings)]
+    with get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                try:
+                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+                except ObjectAlreadyExists:  # another process created it first
+                    pass
+    return names
+
+
+@contextmanager
+def device_slot(settings: Settings):
+    """Hold the device's single slot (waits for it) for one unlearning or retraining job."""
+    from prefect.concurrency.sync import concurrency
+
+    with concurrency(device_limit_name(settings), occupy=1, strict=True, lease_duration=LEASE_S):
+        yield
+
+
+@contextmanager
+def workspace_slot(settings: Settings):
+    """Hold the workspace's single writer slot (waits for it: a second trigger queues)."""
+    from prefect.concurrency.sync import concurrency
+
+    with concurrency(workspace_limit_name(settings), occupy=1, strict=True, lease_duration=LEASE_S):
+        yield

@@ -1,0 +1,102 @@
+"""Real servers on localhost for tests: `prefect server start`, `mlflow server`, `forgetflow serve`,
+`prefect worker start`. Each runs as a subprocess in its own session and is killed with its children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5, process: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {process.returncode}\n{_tail(log)}")
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{_tail(log)}")
+
+
+def _tail(log: Path | None, lines: int = 40) -> str:
+    if log is None or not log.exists():
+        return ""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def background(command: list[str], env: dict, log: Path, cwd: Path | None = None):
+    """Run `command` until the block ends; SIGTERM, then SIGKILL, to its whole process group."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def prefect_server(home: Path, env: dict):
+    """`prefect server start` on a free port, SQLite under `home`; yields the API URL."""
+    port = free_port()
+    server_env = {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
+    server_env.pop("PREFECT_API_URL", None)
+    log = home / "server.log"
+    with background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], server_env, log) as process:
+        api_url = f"http://127.0.0.1:{port}/api"
+        wait_until(lambda: _healthy(f"{api_url}/health"), 180, "prefect server", process=process, log=log)
+        yield api_url
+
+
+@contextmanager
+def mlflow_server(root: Path, env: dict):
+    """`mlflow server` (SQLite backend, served artifacts) on a free port; yields its URL."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", (root / "artifacts").as_uri(),
+    ]
+    log = root / "server.log"
+    with background(command, env, log) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _healthy(f"{url}/health"), 120, "mlflow server", process=process, log=log)
+        yield url

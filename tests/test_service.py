@@ -1,0 +1,129 @@
+"""The service layer without servers: params, events, names, intake announcements (issue 8)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from forgetflow.cli import app
+from forgetflow.errors import ConfigError
+from forgetflow.params import load_params
+from forgetflow.service.config import service_params
+from forgetflow.service.deployments import deployment_names
+from forgetflow.service.events import REQUEST_RECEIVED, URGENT_LABEL, WORKSPACE_LABEL, announce, request_event
+from forgetflow.settings import load_settings
+
+
+def _params_with(workspace, service):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["service"] = service
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    return load_params(workspace / "params.yaml")
+
+
+def test_service_defaults_to_a_nightly_batch(workspace):
+    service = service_params(load_params(workspace / "params.yaml"))
+    assert service.batch_cron == "0 2 * * *" and service.timezone == "UTC" and service.batch_interval_s is None
+
+
+@pytest.mark.parametrize("bad, named", [({"batch_cron": "61 * * * *"}, "61 * * * *"), ({"timezone": "Mars/Olympus"}, "Mars/Olympus"), ({"inbox_poll_s": 0}, "inbox_poll_s"), ({"every": 5}, "every")])
+def test_bad_service_params_name_the_problem(workspace, bad, named):
+    with pytest.raises(ConfigError) as caught:
+        service_params(_params_with(workspace, bad))
+    assert named in caught.value.message and "service" in caught.value.message
+
+
+def test_event_carries_the_request_id_only(workspace):
+    settings = load_settings(workspace)
+    event = request_event(settings, "req-1", urgent=True)
+    assert event["event"] == REQUEST_RECEIVED
+    assert event["payload"] == {"request_id": "req-1"}
+    assert event["resource"]["prefect.resource.id"] == "forgetflow.request.req-1"
+    assert event["resource"][URGENT_LABEL] == "true"
+    other = load_settings(workspace.parent / "other")
+    assert event["resource"][WORKSPACE_LABEL] != request_event(other, "req-1", urgent=True)["resource"][WORKSPACE_LABEL]
+
+
+def test_deployment_names_differ_per_workspace_and_pool(workspace, tmp_path):
+    settings = load_settings(workspace)
+    served, pooled = deployment_names(settings), deployment_names(settings, "gpu pool")
+    assert served.batch != pooled.batch and pooled.batch.endswith("-on-gpu-pool")
+    assert served.batch != deployment_names(load_settings(tmp_path / "elsewhere" / workspace.name)).batch
+    assert served.full("urgent").startswith("forgetflow-process-deletions/urgent-")
+
+
+def test_no_server_means_no_event_and_nothing_lost(workspace, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    result = CliRunner().invoke(app, ["request", "submit", "-w", str(workspace), "--kind", "samples", "--ids", "1,2", "--reason", "r", "--requested-by", "me", "--urgent", "--request-id", "u1"])
+    assert result.exit_code == 0, result.output
+    assert "no Prefect server" in result.output
+    ledger = (workspace / "data" / "requests" / "ledger.jsonl").read_text().splitlines()
+    received = json.loads(ledger[0])
+    assert received["event"] == "received" and received["urgent"] is True
+
+
+def test_unreachable_server_keeps_the_request(workspace, monkeypatch):
+    from localservers import free_port
+
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
+    result = CliRunner().invoke(app, ["request", "submit", "-w", str(workspace), "--kind", "samples", "--ids", "3", "--reason", "r", "--requested-by", "me", "--urgent", "--request-id", "u2"])
+    assert result.exit_code == 0, result.output
+    assert "could not announce" in " ".join(result.output.split()) and "next batch" in result.output
+    from forgetflow.requests.intake import open_ledger
+
+    assert open_ledger(load_settings(workspace)).status("u2").state == "received"
+
+
+def test_announce_posts_one_batch_of_events(workspace, monkeypatch):
+    """The intake path posts to the events API: checked against a tiny local HTTP server."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            received.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_port}/api")
+        outcome = announce(load_settings(workspace), [("a", True), ("b", False)])
+    finally:
+        server.shutdown()
+    assert outcome.sent == 2 and outcome.error is None
+    [(path, events)] = received
+    assert path == "/api/events"
+    assert [e["payload"] for e in events] == [{"request_id": "a"}, {"request_id": "b"}]
+    assert [e["resource"][URGENT_LABEL] for e in events] == ["true", "false"]
+
+
+def test_status_without_a_server_lists_pending_requests(workspace, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    runner = CliRunner()
+    runner.invoke(app, ["request", "submit", "-w", str(workspace), "--kind", "samples", "--ids", "4", "--reason", "r", "--requested-by", "me", "--urgent", "--request-id", "p1"])
+    result = runner.invoke(app, ["status", "-w", str(workspace), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["api_url"] is None and report["server_healthy"] is False
+    assert [(p["request_id"], p["urgent"]) for p in report["pending"]] == [("p1", True)]
+
+
+def test_deploy_needs_a_server(workspace, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    from forgetflow.cli import main
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["forgetflow", "deploy", "-w", str(workspace), "--pool", "p"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
