@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install everything forgetflow needs, from nothing, idempotently:
 #   Debian package dataset-fashion-mnist (offline Fashion-MNIST), a virtualenv in .venv,
-#   torch/torchvision pinned by constraints.txt, and the project with its test extras.
+#   PostgreSQL (scale-out tests), torch/torchvision pinned by constraints.txt, and the project
+#   with its test and scale-out extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
-    SUDO=""
-    if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
     if command -v apt-get >/dev/null 2>&1; then
         echo "[setup] apt-get install dataset-fashion-mnist"
         $SUDO apt-get update -qq
@@ -15,6 +16,14 @@ if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
     else
         echo "[setup] no apt-get: Fashion-MNIST must be provided with --path (digits needs nothing)" >&2
     fi
+fi
+
+# PostgreSQL server binaries for the scale-out tests (Prefect and MLflow servers on PostgreSQL);
+# those tests skip without them.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] apt-get install postgresql (scale-out tests)"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null \
+        || echo "[setup] postgresql not installed: the PostgreSQL tests will be skipped" >&2
 fi
 
 PYTHON="${PYTHON:-python3}"
@@ -26,6 +35,6 @@ STAMP=.venv/.forgetflow-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt "$STAMP" ]; then
     echo "[setup] installing forgetflow and its dependencies into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+    .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,scale-out]"
     touch "$STAMP"
 fi

@@ -127,3 +127,41 @@ def test_deploy_needs_a_server(workspace, monkeypatch):
     with pytest.raises(SystemExit) as exited:
         main()
     assert exited.value.code == 2
+
+
+@pytest.mark.flow
+def test_device_slot_admits_one_job_at_a_time(prefect_harness, workspace):
+    import threading
+    import time
+
+    from forgetflow.service.limits import device_slot, ensure_limits
+
+    settings = load_settings(workspace)
+    ensure_limits(settings)
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def job():
+        with device_slot(settings):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.3)
+            with lock:
+                active[0] -= 1
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert peak[0] == 1 and active[0] == 0
+
+
+@pytest.mark.flow
+def test_a_missing_limit_is_an_error_not_unlimited(prefect_harness, workspace, monkeypatch):
+    from forgetflow.service.limits import device_slot
+
+    monkeypatch.setenv("FORGETFLOW_DEVICE_LIMIT", "forgetflow-test-never-created")
+    with pytest.raises(Exception, match="forgetflow-test-never-created"):
+        with device_slot(load_settings(workspace)):
+            pass

@@ -34,7 +34,7 @@ def dataset_dir(settings: Settings, name: str) -> Path:
 
 
 def dvc_workspace(settings: Settings) -> DvcWorkspace:
-    return DvcWorkspace(settings.workspace, settings.remote_url, settings.state_dir)
+    return DvcWorkspace(settings.workspace, settings.remote_url, settings.state_dir, settings.dvc_remote_config)
 
 
 def describe(settings: Settings, name: str) -> DataVersionInfo:

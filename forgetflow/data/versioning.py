@@ -7,6 +7,7 @@ uses Git, and the `.dvc` files can be committed.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import subprocess
@@ -14,9 +15,32 @@ from pathlib import Path
 
 import yaml
 
-from forgetflow.errors import VersioningError
+from forgetflow.errors import ConfigError, VersioningError
 
 REMOTE_NAME = "forgetflow"
+
+# DVC ships only local/http remotes; cloud schemes need a plugin package (module name, pip name).
+_REMOTE_PLUGINS = {
+    "s3": ("dvc_s3", '"forgetflow[s3]"'),
+    "gs": ("dvc_gs", "dvc-gs"),
+    "azure": ("dvc_azure", "dvc-azure"),
+    "ssh": ("dvc_ssh", "dvc-ssh"),
+}
+
+
+def _require_remote_plugin(remote_url: str) -> None:
+    """Fail early, with the fix, when the remote's scheme needs a DVC plugin that is not installed."""
+    scheme = remote_url.split("://", 1)[0].lower() if "://" in remote_url else ""
+    if scheme not in _REMOTE_PLUGINS:
+        return
+    module, package = _REMOTE_PLUGINS[scheme]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"the DVC remote {remote_url} needs the DVC {scheme} plugin ({module}), which is not installed",
+            f"pip install {package}  (or point FORGETFLOW_DVC_REMOTE at a local directory)",
+        ) from exc
 
 
 def _quiet_dvc_environment(state_dir: Path) -> None:
@@ -29,9 +53,11 @@ def _quiet_dvc_environment(state_dir: Path) -> None:
 
 
 class DvcWorkspace:
-    def __init__(self, root: Path, remote_url: str, state_dir: Path):
+    def __init__(self, root: Path, remote_url: str, state_dir: Path, remote_config: dict | None = None):
         self.root = Path(root)
         self.remote_url = remote_url
+        # Extra remote options (FORGETFLOW_DVC_REMOTE_CONFIG), e.g. endpointurl for MinIO.
+        self.remote_config = dict(remote_config or {})
         _quiet_dvc_environment(state_dir)
 
     def _repo(self):
@@ -41,9 +67,13 @@ class DvcWorkspace:
 
     def ensure(self) -> None:
         """Initialise DVC (no-scm unless the workspace is a Git root) and configure the remote."""
+        from dvc.config import ConfigError as DvcConfigError
         from dvc.repo import Repo
 
         logging.getLogger("dvc").setLevel(logging.WARNING)  # again: importing dvc may reset it
+        _require_remote_plugin(self.remote_url)
+        if "url" in self.remote_config:
+            raise ConfigError("FORGETFLOW_DVC_REMOTE_CONFIG must not set 'url'", "set the remote URL with FORGETFLOW_DVC_REMOTE")
         try:
             if not (self.root / ".dvc").is_dir():
                 Repo.init(str(self.root), no_scm=not (self.root / ".git").exists())
@@ -51,11 +81,17 @@ class DvcWorkspace:
             if "://" not in remote:
                 Path(remote).mkdir(parents=True, exist_ok=True)
                 remote = str(Path(remote).resolve())
-            # The remote lives in config.local: it is a machine-specific path, not project config.
+            # The remote lives in config.local: it is machine-specific (a path, an endpoint,
+            # perhaps credentials), not project config. DVC validates the options on write.
             with self._repo().config.edit("local") as config:
-                config["remote"][REMOTE_NAME] = {"url": remote}
+                config["remote"][REMOTE_NAME] = {"url": remote, **self.remote_config}
                 config["core"]["remote"] = REMOTE_NAME
                 config["core"]["analytics"] = False
+        except DvcConfigError as exc:
+            raise ConfigError(
+                f"DVC rejected the remote options {sorted(self.remote_config)} for {self.remote_url}: {exc}",
+                "fix FORGETFLOW_DVC_REMOTE_CONFIG (a JSON object of options `dvc remote modify` accepts for this remote type)",
+            ) from exc
         except Exception as exc:  # DVC raises many types; the user needs one message
             raise VersioningError(f"could not set up DVC in {self.root}: {exc}", "check that the workspace is writable and not locked by another dvc process") from exc
 

@@ -62,7 +62,7 @@ def data_version_of(settings: Settings, version: DatasetVersion) -> str | None:
     from forgetflow.errors import VersioningError
 
     try:
-        return DvcWorkspace(settings.workspace, settings.remote_url, settings.state_dir).md5(version.root)
+        return DvcWorkspace(settings.workspace, settings.remote_url, settings.state_dir, settings.dvc_remote_config).md5(version.root)
     except (VersioningError, OSError, KeyError, TypeError):
         return None
 
