@@ -165,3 +165,36 @@ def test_a_missing_limit_is_an_error_not_unlimited(prefect_harness, workspace, m
     with pytest.raises(Exception, match="forgetflow-test-never-created"):
         with device_slot(load_settings(workspace)):
             pass
+
+
+def test_background_announcements_reach_the_server_in_batches(workspace, monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from forgetflow.requests.intake import open_ledger, submit
+    from forgetflow.service.events import flush_announcements
+
+    posts = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_port}/api")
+        settings, ledger = load_settings(workspace), open_ledger(load_settings(workspace))
+        results = [submit(settings, {"request_id": f"bg-{i}", "kind": "samples", "ids": [i], "reason": "r", "requested_by": "me"}, ledger=ledger) for i in range(50)]
+        assert all(r.announcement.queued == 1 for r in results)
+        assert flush_announcements(10)
+    finally:
+        server.shutdown()
+    sent = [event["payload"]["request_id"] for batch in posts for event in batch]
+    assert sorted(sent) == sorted(f"bg-{i}" for i in range(50))
+    assert len(posts) < 50, "queued events go out in batches"

@@ -65,7 +65,7 @@ def submit_command(
         payload["request_id"] = request_id
     if urgent:
         payload["urgent"] = True
-    result = submit(settings_for(workspace), payload, source="cli")
+    result = submit(settings_for(workspace), payload, source="cli", announce="wait")
     style = {"recorded": "green", "already_recorded": "yellow", "duplicate": "yellow"}[result.outcome]
     console.print(f"[{style}]{result.message}[/]" + (" (urgent)" if result.urgent else ""))
     if result.announcement is not None:

@@ -103,41 +103,73 @@ def content_fingerprint(kind: str, goal: str, targets: list, new_labels: list | 
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def submit(settings: Settings | Path | str, request: DeletionRequest | dict, *, source: str = "api", ledger: Ledger | None = None, announce: bool = True) -> SubmitResult:
+def submit(settings: Settings | Path | str, request: DeletionRequest | dict, *, source: str = "api", ledger: Ledger | None = None, announce: str = "background") -> SubmitResult:
     """Record a deletion request in the ledger (idempotent, see the module docstring).
 
     Pass the same `ledger` object for many submissions: it reads only what was appended since.
     A newly recorded request is then announced as a `forgetflow.request.received` event when a
-    Prefect server is known (`announce=False` leaves that to the caller, e.g. one event batch).
+    Prefect server is known: `announce="background"` queues the event (sent in batches by a
+    background thread), `"wait"` sends it before returning (the result says whether it arrived),
+    `"none"` leaves it to the caller.
+    """
+    [outcome] = submit_many(settings, [request], source=source, ledger=ledger, announce=announce)
+    if isinstance(outcome, RequestError):
+        raise outcome
+    return outcome
+
+
+def submit_many(settings: Settings | Path | str, requests: list, *, source: str = "api", ledger: Ledger | None = None, announce: str = "background") -> list:
+    """Record several requests at once: one ledger group commit (one fsync) for all of them.
+
+    Returns, in order, each request's SubmitResult, or the RequestError that refused it (a bad
+    request never stops the others). The same rules as `submit`, also between the requests given.
     """
     settings = _as_settings(settings)
-    request = parse_request(request)
     ledger = ledger or open_ledger(settings)
-    # A fresh salt is only made while no subject token is recorded (else tokens would stop matching).
-    first_subjects = not any(e["event"] == "received" and e.get("kind") == "subjects" for e in ledger.entries())
-    fields = record_fields(request, workspace_salt(settings.state_dir, create=first_subjects))
+    parsed = []
+    for request in requests:
+        try:
+            parsed.append(parse_request(request))
+        except RequestError as exc:
+            parsed.append(exc)
+    outcomes, records = [], []
     with ledger.lock:
-        duplicate_of = None
-        for status in ledger.statuses().values():
-            received = status.received
-            if received is None:
+        index = ledger.intake_index()
+        # A fresh salt is only made while no subject token is recorded (else tokens would stop matching).
+        salt = workspace_salt(settings.state_dir, create=not index.has_subjects)
+        fingerprints: dict[str, str] = {}  # requests recorded by this call: ID -> fingerprint
+        open_by_fingerprint: dict[str, str] = {}  # ... and the first of them per fingerprint
+        for request in parsed:
+            if isinstance(request, RequestError):
+                outcomes.append(request)
                 continue
-            if status.request_id == request.request_id:
-                if received["fingerprint"] == fields["fingerprint"]:
-                    return SubmitResult(request.request_id, "already_recorded")
-                raise RequestError(f"request ID {request.request_id} is already used by a different request", "submit under a new ID (or leave the ID out to get a UUID)")
-            if duplicate_of is None and received["fingerprint"] == fields["fingerprint"] and status.state not in CLOSED_STATES:
-                duplicate_of = status.request_id
-        ledger.append("received", request.request_id, source=source, **fields)
-        if duplicate_of is not None:
-            ledger.append("rejected", request.request_id, reason=f"duplicate of request {duplicate_of}", duplicate_of=duplicate_of)
-            return SubmitResult(request.request_id, "duplicate", duplicate_of)
-    result = SubmitResult(request.request_id, "recorded", urgent=request.urgent)
-    if announce:
+            fields = record_fields(request, salt)
+            fingerprint = fields["fingerprint"]
+            known = index.fingerprints.get(request.request_id) or fingerprints.get(request.request_id)
+            if known is not None:
+                outcomes.append(
+                    SubmitResult(request.request_id, "already_recorded") if known == fingerprint
+                    else RequestError(f"request ID {request.request_id} is already used by a different request", "submit under a new ID (or leave the ID out to get a UUID)")
+                )
+                continue
+            fingerprints[request.request_id] = fingerprint
+            records.append(("received", request.request_id, {"source": source, **fields}))
+            duplicate_of = index.first_open(fingerprint) or open_by_fingerprint.get(fingerprint)
+            if duplicate_of is not None:
+                records.append(("rejected", request.request_id, {"reason": f"duplicate of request {duplicate_of}", "duplicate_of": duplicate_of}))
+                outcomes.append(SubmitResult(request.request_id, "duplicate", duplicate_of))
+            else:
+                open_by_fingerprint[fingerprint] = request.request_id
+                outcomes.append(SubmitResult(request.request_id, "recorded", urgent=request.urgent))
+        ledger.append_many(records)
+    recorded = [o for o in outcomes if isinstance(o, SubmitResult) and o.outcome == "recorded"]
+    if recorded and announce != "none":
         from forgetflow.service.events import announce as announce_requests
 
-        result.announcement = announce_requests(settings, [(request.request_id, request.urgent)])
-    return result
+        announcement = announce_requests(settings, [(o.request_id, o.urgent) for o in recorded], wait=announce == "wait")
+        for outcome in recorded:
+            outcome.announcement = announcement
+    return outcomes
 
 
 # Inbox ---------------------------------------------------------------------------------------
@@ -156,24 +188,28 @@ def process_inbox(settings: Settings | Path | str) -> InboxReport:
     ledger = open_ledger(settings)
     # One inbox run at a time: two runs would race for the same file.
     with FileLock(str(requests_dir(settings) / "inbox.lock"), preserve_lock_file=True):
+        files, requests = [], []
         for path in sorted(inbox.iterdir()):
             if not path.is_file() or path.name.startswith(".") or path.name.endswith(_SKIPPED_SUFFIXES):
                 continue
             try:
-                request = _read_request_file(path)
-                result = submit(settings, request, source="inbox", ledger=ledger, announce=False)
+                requests.append(_read_request_file(path))
+                files.append(path)
             except RequestError as exc:
                 _move(path, requests_dir(settings) / "rejected", reason=exc.message)
                 report.rejected.append((path.name, exc.message))
+        # One group commit for the sweep, and one event batch; files move only once it is durable,
+        # so a crash in between re-reads them next time (recording is idempotent).
+        outcomes = submit_many(settings, requests, source="inbox", ledger=ledger, announce="wait")
+        for path, outcome in zip(files, outcomes):
+            if isinstance(outcome, RequestError):
+                _move(path, requests_dir(settings) / "rejected", reason=outcome.message)
+                report.rejected.append((path.name, outcome.message))
                 continue
             # Named after the request so erasure can purge it (it may hold subject IDs in clear text).
-            _move(path, requests_dir(settings) / "processed", prefix=f"{result.request_id}--")
-            report.processed.append((path.name, result))
-    recorded = [(result.request_id, result.urgent) for _, result in report.processed if result.outcome == "recorded"]
-    if recorded:  # one event batch for the whole sweep
-        from forgetflow.service.events import announce as announce_requests
-
-        report.announcement = announce_requests(settings, recorded)
+            _move(path, requests_dir(settings) / "processed", prefix=f"{outcome.request_id}--")
+            report.processed.append((path.name, outcome))
+        report.announcement = next((o.announcement for o in outcomes if isinstance(o, SubmitResult) and o.announcement is not None), None)
     return report
 
 

@@ -108,6 +108,28 @@ class RequestStatus:
         return self.history[-1]["at"]
 
 
+@dataclass
+class IntakeIndex:
+    """Per request: its current state and received fingerprint; per fingerprint: its requests."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    by_fingerprint: dict[str, list[str]] = field(default_factory=dict)  # in order of receipt
+    has_subjects: bool = False
+
+    def add(self, entry: dict) -> None:
+        request_id = entry["request_id"]
+        self.states[request_id] = entry["event"]
+        if entry["event"] == "received" and "fingerprint" in entry:
+            self.fingerprints[request_id] = entry["fingerprint"]
+            self.by_fingerprint.setdefault(entry["fingerprint"], []).append(request_id)
+            self.has_subjects = self.has_subjects or entry.get("kind") == "subjects"
+
+    def first_open(self, fingerprint: str) -> str | None:
+        """The first request received with this fingerprint that is not closed (rejected/failed)."""
+        return next((rid for rid in self.by_fingerprint.get(fingerprint, ()) if self.states[rid] not in CLOSED_STATES), None)
+
+
 def request_statuses(entries: list[dict]) -> dict[str, RequestStatus]:
     """Status and history of every request in the entries, in order of first appearance."""
     statuses: dict[str, RequestStatus] = {}
@@ -135,6 +157,7 @@ class Ledger:
         self.lock = FileLock(str(self.path) + ".lock", preserve_lock_file=True, poll_interval=0.002)
         self._cache: list[dict] = []
         self._cache_size = 0
+        self._intake = IntakeIndex()
 
     @classmethod
     def in_workspace(cls, workspace: Path) -> "Ledger":
@@ -246,21 +269,31 @@ class Ledger:
 
         Reads only what was appended since the last call; a file that shrank is re-read.
         """
+        self._refresh()
+        return list(self._cache)
+
+    def intake_index(self) -> "IntakeIndex":
+        """What intake checks each new request against, kept up to date incrementally (no rescan)."""
+        self._refresh()
+        return self._intake
+
+    def _refresh(self) -> None:
         try:
             size = self.path.stat().st_size
         except FileNotFoundError:
-            self._cache, self._cache_size = [], 0
-            return []
-        if size < self._cache_size:
-            self._cache, self._cache_size = [], 0
+            size = 0
+        if size < self._cache_size or size == 0:
+            self._cache, self._cache_size, self._intake = [], 0, IntakeIndex()
         if size > self._cache_size:
             with open(self.path, "rb") as handle:
                 handle.seek(self._cache_size)
                 chunk = handle.read(size - self._cache_size)
             complete = chunk[: chunk.rfind(b"\n") + 1]
-            self._cache.extend(json.loads(line) for line in complete.splitlines() if line)
+            new = [json.loads(line) for line in complete.splitlines() if line]
+            self._cache.extend(new)
             self._cache_size += len(complete)
-        return list(self._cache)
+            for entry in new:
+                self._intake.add(entry)
 
     def statuses(self) -> dict[str, RequestStatus]:
         return request_statuses(self.entries())
