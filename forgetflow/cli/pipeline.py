@@ -137,6 +137,7 @@ def print_ui_commands(settings) -> None:
     console.print("\n[bold]Look around:[/]")
     console.print(f"  MLflow UI : mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000   -> http://127.0.0.1:5000")
     console.print(f"  Prefect UI: PREFECT_HOME={prefect_home} prefect server start   -> http://127.0.0.1:4200")
+    console.print(f"  Service   : forgetflow serve -w {settings.workspace}   (the same server + scheduled and urgent deployments)")
     console.print(f"  Data      : forgetflow data show digits -w {settings.workspace}   |   dvc status / dvc metrics show (in the workspace)")
 
 
