@@ -81,3 +81,14 @@ def load_params(path: Path) -> Params:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{path} has invalid values: {problems}", "see the comments in params.yaml for allowed values") from exc
+
+
+def params_section(params: Params, name: str, model: type[BaseModel]):
+    """Validate the extra section `name:` of a loaded Params with `model` (its defaults when absent);
+    a bad value raises a ConfigError naming `name.<field>` and the problem."""
+    raw = (params.model_extra or {}).get(name) or {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{name}.{'.'.join(map(str, e['loc'])) or '*'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        raise ConfigError(f"params.yaml has invalid {name} values: {problems}", f"see the comments of the `{name}:` section in params.yaml") from exc

@@ -17,6 +17,31 @@ from forgetflow.service.events import REQUEST_RECEIVED, URGENT_LABEL, WORKSPACE_
 from forgetflow.settings import load_settings
 
 
+@pytest.fixture
+def event_sink(monkeypatch):
+    """A tiny HTTP server standing in for Prefect's events API; PREFECT_API_URL points at it.
+    Yields the list of POSTed bodies (each a list of events)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    posts = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            posts.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_port}/api")
+    yield posts
+    server.shutdown()
+
+
 def _params_with(workspace, service):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["service"] = service
@@ -77,31 +102,11 @@ def test_unreachable_server_keeps_the_request(workspace, monkeypatch):
     assert open_ledger(load_settings(workspace)).status("u2").state == "received"
 
 
-def test_announce_posts_one_batch_of_events(workspace, monkeypatch):
-    """The intake path posts to the events API: checked against a tiny local HTTP server."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the http.server API
-            received.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_port}/api")
-        outcome = announce(load_settings(workspace), [("a", True), ("b", False)])
-    finally:
-        server.shutdown()
+def test_announce_posts_one_batch_of_events(workspace, event_sink):
+    """The intake path posts to the events API."""
+    outcome = announce(load_settings(workspace), [("a", True), ("b", False)])
     assert outcome.sent == 2 and outcome.error is None
-    [(path, events)] = received
+    [(path, events)] = event_sink
     assert path == "/api/events"
     assert [e["payload"] for e in events] == [{"request_id": "a"}, {"request_id": "b"}]
     assert [e["resource"][URGENT_LABEL] for e in events] == ["true", "false"]
@@ -167,33 +172,13 @@ def test_a_missing_limit_is_an_error_not_unlimited(prefect_harness, workspace, m
             pass
 
 
-def test_background_announcements_all_reach_the_server(workspace, monkeypatch):
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
+def test_background_announcements_all_reach_the_server(workspace, event_sink):
     from forgetflow.requests.intake import open_ledger, submit
     from forgetflow.service.events import flush_announcements
 
-    posts = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the http.server API
-            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_port}/api")
-        settings, ledger = load_settings(workspace), open_ledger(load_settings(workspace))
-        results = [submit(settings, {"request_id": f"bg-{i}", "kind": "samples", "ids": [i], "reason": "r", "requested_by": "me"}, ledger=ledger) for i in range(50)]
-        assert all(r.announcement.queued == 1 for r in results)
-        assert flush_announcements(10)
-    finally:
-        server.shutdown()
-    sent = [event["payload"]["request_id"] for batch in posts for event in batch]
+    settings, ledger = load_settings(workspace), open_ledger(load_settings(workspace))
+    results = [submit(settings, {"request_id": f"bg-{i}", "kind": "samples", "ids": [i], "reason": "r", "requested_by": "me"}, ledger=ledger) for i in range(50)]
+    assert all(r.announcement.queued == 1 for r in results)
+    assert flush_announcements(10)
+    sent = [event["payload"]["request_id"] for _, batch in event_sink for event in batch]
     assert sorted(sent) == sorted(f"bg-{i}" for i in range(50)), "every event arrives exactly once"

@@ -8,7 +8,6 @@ tested without Prefect.
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -49,10 +49,6 @@ class UnlearningPolicy(BaseModel):
 
 
 def unlearning_policy(params) -> UnlearningPolicy:
-    from pydantic import ValidationError
+    from forgetflow.params import params_section
 
-    try:
-        return UnlearningPolicy.model_validate(params.model_extra.get("unlearning") or {})
-    except ValidationError as exc:
-        problems = "; ".join(f"unlearning.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"params.yaml has invalid values: {problems}", "see the comments in params.yaml") from exc
+    return params_section(params, "unlearning", UnlearningPolicy)

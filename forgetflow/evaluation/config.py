@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from forgetflow.errors import ConfigError
 
 
 class _Strict(BaseModel):
@@ -90,9 +89,6 @@ class EvaluationParams(_Strict):
 
 def evaluation_params(params) -> EvaluationParams:
     """Validate the `evaluation:` section of a loaded Params (defaults where it is absent)."""
-    raw = (params.model_extra or {}).get("evaluation") or {}
-    try:
-        return EvaluationParams.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"evaluation.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"params.yaml has invalid evaluation values: {problems}", "see the comments of the `evaluation:` section in params.yaml") from exc
+    from forgetflow.params import params_section
+
+    return params_section(params, "evaluation", EvaluationParams)

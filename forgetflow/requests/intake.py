@@ -30,7 +30,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from forgetflow.requests.ledger import CLOSED_STATES, Ledger, LEDGER_RELATIVE_PATH
+from forgetflow.requests.ledger import Ledger, LEDGER_RELATIVE_PATH
 from forgetflow.requests.pseudonyms import subject_token, workspace_salt
 from forgetflow.requests.schema import DeletionRequest, RequestError, parse_request
 from forgetflow.settings import Settings, load_settings

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from forgetflow.errors import ConfigError
 
 
 class ServiceParams(BaseModel):
@@ -31,9 +30,6 @@ class ServiceParams(BaseModel):
 
 def service_params(params) -> ServiceParams:
     """Validate the `service:` section of a loaded Params (defaults where it is absent)."""
-    raw = (params.model_extra or {}).get("service") or {}
-    try:
-        return ServiceParams.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"service.{'.'.join(map(str, e['loc'])) or '*'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
-        raise ConfigError(f"params.yaml has invalid service values: {problems}", "see the comments of the `service:` section in params.yaml") from exc
+    from forgetflow.params import params_section
+
+    return params_section(params, "service", ServiceParams)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from forgetflow.errors import ConfigError
-from forgetflow.params import Params
+from forgetflow.params import Params, params_section
 
 
 class ValidationLimits(BaseModel):
@@ -24,9 +23,4 @@ class ValidationLimits(BaseModel):
 
 
 def load_limits(params: Params) -> ValidationLimits:
-    raw = (params.model_extra or {}).get("validation") or {}
-    try:
-        return ValidationLimits.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"validation.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"params.yaml has invalid values: {problems}", "see the comments of the validation: section in params.yaml") from exc
+    return params_section(params, "validation", ValidationLimits)
