@@ -427,8 +427,14 @@ def mlflow_server(postgres):
     argv = [str(BIN / "mlflow"), "server", "--backend-store-uri", postgres.url("postgresql+psycopg", "mlflow"),
             "--artifacts-destination", artifacts.as_uri(), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
             "--allowed-hosts", allowed_hosts]
+    import mlflow
+
     with _server(argv, _server_environment(postgres.root / "prefect-home"), postgres.root / "mlflow.log", f"http://127.0.0.1:{port}/health"):
         yield f"http://127.0.0.1:{port}", artifacts
+    # forgetflow's tracking.configure set MLflow's process-wide URIs to this server: do not leave
+    # later tests pointing at a stopped one.
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
 
 
 def test_init_sql_creates_both_databases_and_pg_trgm(postgres):

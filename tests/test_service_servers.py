@@ -80,7 +80,7 @@ def run_named(stack, name: str) -> dict | None:
 def champion_version(stack) -> int:
     from mlflow import MlflowClient
 
-    return int(MlflowClient(tracking_uri=stack["mlflow"]).get_model_version_by_alias("forgetflow-classifier", "champion").version)
+    return int(MlflowClient(tracking_uri=stack["mlflow"], registry_uri=stack["mlflow"]).get_model_version_by_alias("forgetflow-classifier", "champion").version)
 
 
 def train_ids(stack, n: int, skip: int = 0) -> str:
