@@ -48,3 +48,14 @@ def markdown_line(env: dict) -> str:
     v = env["versions"]
     gpu = env["gpu"] or "no GPU"
     return f"{env['cpu']} ({env['cpu_count']} cores), {gpu}; Python {env['python']}, torch {v['torch']}, prefect {v['prefect']}, mlflow {v['mlflow']}, dvc {v['dvc']}; commit {env['commit']}"
+
+
+def record(*, device: str, quick: bool, seeds, command: str) -> dict:
+    """describe() plus what this run was: device, quick or full, seeds, the command line, threads."""
+    import torch
+
+    env = describe()
+    env.update(device=device, quick=bool(quick), seeds=list(seeds) if seeds is not None else None, command=command, torch_threads=torch.get_num_threads())
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env

@@ -2,7 +2,8 @@
 (the first half of the demo: import + DVC, train, evaluate, MLflow registration, Prefect flow).
 The whole demo, with its deletion batch, is timed by `benchmarks.deletion_flow`.
 
-    python -m benchmarks.foundation [--runs 3]
+    python -m benchmarks run foundation [--quick]      # through the suite
+    python -m benchmarks.foundation [--runs 3] [--quick] [--out DIR]
 
 Targets on a 2-core CPU: help <= 1 s, bootstrap <= 60 s wall. Results go to
 benchmarks/results/foundation.{json,md}; `python -m benchmarks.render` rebuilds BENCHMARKS.md.
@@ -34,10 +35,15 @@ def timed(command: list[str], env_extra: dict | None = None) -> float:
     return time.perf_counter() - started
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="one run of each measurement")
+    parser.add_argument("--device", default=None, help="accepted for the suite runner (CPU-only measurements)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs = 1
 
     help_times = [timed(FORGETFLOW + ["--help"]) for _ in range(max(5, args.runs))]
     demo_times = []
@@ -50,16 +56,17 @@ def main() -> None:
             shutil.rmtree(workspace, ignore_errors=True)
     result = {
         "command": "python -m benchmarks.foundation --runs %d" % args.runs,
-        "environment": describe(),
+        "environment": describe(), "quick": args.quick,
         "help_seconds": help_times,
         "demo_seconds": demo_times,
         "help_median": statistics.median(help_times),
         "demo_median": statistics.median(demo_times),
         "targets": {"help_seconds": 1.0, "demo_seconds": 60.0},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "foundation.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "foundation.md").write_text(render(result))
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "foundation.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "foundation.md").write_text(render(result))
     print(render(result))
 
 

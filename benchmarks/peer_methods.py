@@ -1,5 +1,9 @@
 """Benchmark: every registered unlearning method against a model retrained from scratch.
 
+Superseded by the suite's `methods` scenario (`python -m benchmarks run methods`, module
+`benchmarks.methods`, which adds the seed methods, subjects/misclassify/continual requests, ToW and
+the three MIAs). Kept as a standalone entry point; `load_dataset` here is shared with the suite.
+
 Protocol (issue 5; OPTML "full-stack" evaluation, peers.md §2.1):
 - Datasets: sklearn digits (the whole set) and a stratified subset of Fashion-MNIST (official
   train/test files; the subset keeps a 2-core CPU run in minutes, its size is recorded).

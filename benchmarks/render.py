@@ -1,46 +1,171 @@
-"""Rebuild BENCHMARKS.md from the per-benchmark markdown files in benchmarks/results/.
+"""Rebuild BENCHMARKS.md (and its PNG plots in benchmarks/plots/) from benchmarks/results/.
 
-    python -m benchmarks.render
+    python -m benchmarks render                       # BENCHMARKS.md
+    python -m benchmarks.render --results DIR         # DIR/BENCHMARKS.md, plots in DIR/plots (quick, GPU runs)
+
+Sections come from each scenario's JSON (methods, evaluation, scaling: tables and plots are built
+here) or from the markdown file a scenario wrote (foundation, requests, deletion flow, service).
+A section whose results are missing is left out; results of scenarios that were not re-run stay.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["foundation", "requests_validation", "seed_methods", "peer_methods", "evaluation", "deletion_flow"]
+RESULTS = ROOT / "benchmarks" / "results"
 
-HEADER = """# Benchmarks
+PROTOCOL = """# Benchmarks
 
-Every table below was produced by the command printed above it, on the machine it names; the raw
-numbers (every run, the environment, library versions, commit) are in `benchmarks/results/*.json`.
-Timings are measurements, never test assertions. Rebuild this page with `python -m benchmarks.render`.
+One command runs the suite and rebuilds this page: `python -m benchmarks run` (full, results in
+`benchmarks/results/`), `python -m benchmarks run --quick` (the whole suite small, results in
+`benchmarks/results/quick/`), `python -m benchmarks list` (the named scenarios), `python -m
+benchmarks render` (this page from the results). Every table names the command and mode that
+produced it; the raw numbers (every seed, the environment: versions, CPU/GPU, device, seeds,
+command line) are in `benchmarks/results/**/*.json`. Timings are measurements, never test
+assertions.
+
+## Protocol
+
+- **Data.** sklearn digits (8×8, the whole set: 1,295 train / 143 validation / 359 test) and a
+  stratified subset of Fashion-MNIST (the official IDX files from Debian's `dataset-fashion-mnist`;
+  full mode 1,800 train / 200 validation / 2,000 test), small CNN (width 32 on digits, 16 on
+  Fashion-MNIST), recipe SGD lr 0.05 momentum 0.9 wd 5e-4 cosine, batch 64, 20 epochs (digits) /
+  8 epochs (Fashion-MNIST; fewer than the 15 of the earlier peer run, to fit 5 seeds of every
+  scenario into the suite's time on 2 shared cores). The validation split is held out from the training pool; it is the
+  only data hyperparameter selection sees besides the forget and retain sets.
+- **Scenarios.** 10 % random samples; the same under a time budget of 10 % of the retrain
+  (`random @ 10% time`: every method, tuning included, stops at the first epoch boundary past the
+  budget; its grid adds 1- and 2-epoch variants, and only configs whose tuning run took ≤ 10 % of
+  the tuning seed's retrain compete); subjects (all samples
+  of 10 % of the 4-sample synthetic subjects, the importer's rule); one class; misclassify 16 / 64 /
+  128 instances (goal `misclassify`, L2UL); continual (the random request cut into 4 requests applied
+  in order, each method chaining its own models, a quarter of a retrain's time budget per request;
+  compared with the retrain on the final retain set; configs of the random scenario).
+- **Seeds.** Full mode: 5 evaluation seeds; each has its own original model, its own paired
+  retrained reference (seed + 1000) and a second retrain (seed + 2000, the noise floor). Training,
+  request and unlearning seeds are separate. Hyperparameters are selected on a separate tuning seed
+  (100).
+- **Selection.** Each method's grid (paper default first, then the product of the first two
+  search-space entries of `forgetflow.methods`, thinned) runs on the tuning seed; the config with
+  the smallest **validation** Avg. Gap to the tuning seed's reference wins (misclassify: forget
+  accuracy 0 with the least validation-accuracy drop from the original). The selection function is
+  given validation metrics only (`benchmarks/protocol.py`, tested in `tests/test_benchmarks.py`).
+  Test metrics are computed once, with the selected configs. The selected values are listed per
+  method and scenario below and in `benchmarks/results/methods/*.json`.
+- **Metrics.** UA, RA, TA; Avg. Gap = ¼(|ΔUA|+|ΔRA|+|ΔTA|+|ΔMIA-efficacy|) to the paired reference
+  and ToW (peers.md §2.1, §2.7); the three MIAs of `forgetflow.evaluation.mia` (SVC confidence
+  MIA-efficacy, loss-threshold, entropy; each has the reference's value as its target); the NeurIPS
+  2023 challenge forget score with N = 32 per side on digits; wall time of every method (one-off
+  costs included) and of the retrain, and their ratio. Mean ± std over seeds.
+- **Sanity rows** in every table: the original model (no unlearning) and a second retrain with
+  another seed.
+- **Cost.** Single-threaded torch per worker (2 workers side by side on 2 shared cores; the
+  timing-sensitive pipeline scenarios run alone). Every method gets a time budget of one retrain
+  (a method slower than retraining has no point; a stop is marked "budget stop").
 """
-
 
 GPU_PLACEHOLDER = """## GPU figures
 
-Empty: no GPU has been available to a benchmark run yet. Every benchmark takes its device from
-`FORGETFLOW_DEVICE` (`auto` picks CUDA when present); a GPU run writes `benchmarks/results/gpu.md`,
-which replaces this section.
+No GPU run has been made: no CUDA device was available to any run of this suite so far. Every
+scenario takes its device from `--device` / `FORGETFLOW_DEVICE` (`auto` picks CUDA when present);
+`python -m benchmarks run --device cuda` writes `benchmarks/results/gpu/`, which fills this section.
 """
 
 
-def main() -> None:
-    results = ROOT / "benchmarks" / "results"
-    parts = [HEADER]
-    names = [n for n in ORDER if (results / f"{n}.md").exists()]
-    names += sorted(p.stem for p in results.glob("*.md") if p.stem not in ORDER)
-    for name in names:
-        text = (results / f"{name}.md").read_text().rstrip() + "\n"
-        if text.startswith("# "):  # a part with its own title: nest it under this page's title
-            text = "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()) + "\n"
-        parts.append(text)
-    if not (results / "gpu.md").exists():
-        parts.append(GPU_PLACEHOLDER)
-    (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
-    print(f"BENCHMARKS.md: {', '.join(names) or 'no results yet'}")
+def _nest(text: str) -> str:
+    return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines()) + "\n"
+
+
+def _suite_runs(results: Path) -> str | None:
+    lines = ["## Suite runs", "", "| mode | device | command | started | wall time | units (min) |", "|---|---|---|---|---|---|"]
+    found = False
+    for folder in (results, results / "quick"):
+        path = folder / "suite.json"
+        if not path.exists():
+            continue
+        found = True
+        s = json.loads(path.read_text())
+        env = s["environment"]
+        units = ", ".join(f"{n} {u['seconds'] / 60:.1f}" + ("" if u.get("rc") in (0, None) else " FAILED") + (" skipped" if u.get("skipped") else "") for n, u in s["units"].items())
+        lines.append(f"| {'quick' if env['quick'] else 'full'} | {env['device']} ({env.get('cpu_count')} CPUs{', ' + env['gpu'] if env.get('gpu') else ''}) | `{env['command']}` | {s['started']} | **{s['total_seconds'] / 60:.1f} min** | {units} |")
+    return "\n".join(lines) + "\n" if found else None
+
+
+def _targets(results: Path) -> str | None:
+    from benchmarks import methods
+
+    rows = []
+    found = methods.load_results(results)
+    if found:
+        rows += methods.targets(found)
+    for folder in (results / "quick", results):
+        path = folder / "suite.json"
+        if path.exists():
+            s = json.loads(path.read_text())
+            mode, limit = ("quick", 10) if s["environment"]["quick"] else ("full", 90)
+            minutes = s["total_seconds"] / 60
+            whole = "" if not s.get("partial") else " (partial run: " + ", ".join(s["scenarios"]) + ")"
+            rows.append(f"| whole suite in {mode} mode ≤ {limit} min on this machine | {minutes:.1f} min{whole} | {'**met**' if minutes <= limit and not s.get('partial') else '**not met**' if minutes > limit else 'partial run'} |")
+    if not rows:
+        return None
+    return "\n".join(["## Targets", "", "| target | measured | status |", "|---|---|---|", *rows]) + "\n"
+
+
+def sections(results: Path, plots: Path, prefix: str, legacy: bool) -> list[str]:
+    from benchmarks import challenge, methods, scaling
+
+    parts = []
+    for name, builder in (
+        ("foundation", None), ("requests_validation", None), ("methods", methods.render), ("challenge", challenge.render),
+        ("scaling", scaling.render), ("deletion_flow", None), ("service", None), ("evaluation", None), ("seed_methods", None),
+    ):
+        if builder is not None:
+            text = builder(results, plots, prefix)
+        elif name in ("evaluation", "seed_methods") and not legacy:
+            text = None
+        else:
+            path = results / f"{name}.md"
+            text = path.read_text().rstrip() + "\n" if path.exists() else None
+            if text and name in ("evaluation", "seed_methods"):
+                title = {"evaluation": "Evaluation speed (issue 6): earlier run, not part of the suite", "seed_methods": "Seed-paper methods: earlier detailed run (targets per method), not re-run by the suite"}[name]
+                text = f"## {title}\n\n" + _nest(_nest(text)) if text.startswith("# ") else f"## {title}\n\n" + _nest(text)
+        if text:
+            parts.append(_nest(text) if text.startswith("# ") else text)
+    return parts
+
+
+def render(results: Path, output: Path) -> list[str]:
+    main_page = results.resolve() == RESULTS.resolve()
+    plots = ROOT / "benchmarks" / "plots" if main_page else results / "plots"
+    prefix = "benchmarks/plots/" if main_page else "plots/"
+    parts = [PROTOCOL]
+    analysis = results / "analysis.md"  # written by a person after reading the run, never by a script
+    for extra in (_suite_runs(results), _targets(results), analysis.read_text().rstrip() + "\n" if analysis.exists() else None):
+        if extra:
+            parts.append(extra)
+    body = sections(results, plots, prefix, legacy=main_page)
+    parts += body
+    if main_page:
+        gpu = results / "gpu"
+        gpu_parts = sections(gpu, gpu / "plots", "benchmarks/results/gpu/plots/", legacy=False) if (gpu / "suite.json").exists() else []
+        parts.append("## GPU figures\n\nFrom `benchmarks/results/gpu/` (a run whose environment says CUDA).\n\n" + "\n".join(_nest(p) for p in gpu_parts) if gpu_parts else GPU_PLACEHOLDER)
+    output.write_text("\n".join(parts))
+    return [p.splitlines()[0] for p in body]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    results = args.results.resolve()
+    output = ROOT / "BENCHMARKS.md" if results == RESULTS.resolve() else results / "BENCHMARKS.md"
+    titles = render(results, output)
+    print(f"{output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}: {'; '.join(titles) or 'no results yet'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,6 +1,7 @@
 """Request validation and ledger timings at Fashion-MNIST size.
 
-    python -m benchmarks.requests_validation [--runs 3]
+    python -m benchmarks run requests [--quick]        # through the suite
+    python -m benchmarks.requests_validation [--runs 3] [--quick] [--out DIR]
 
 1. Great Expectations import (first import in this process) and ephemeral-context set-up, reported
    on their own: they are paid once per process, not per request.
@@ -175,20 +176,26 @@ def _fsync_latency_ms(folder: Path, n: int = 200) -> float:
     return 1000 * statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="one run of each measurement")
+    parser.add_argument("--device", default=None, help="accepted for the suite runner (CPU-only measurements)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs = 1
     root = Path(tempfile.mkdtemp(prefix="forgetflow-bench-requests-"))
     try:
         validation = bench_validation(root / "workspace", args.runs)
         ledger = bench_ledger(root, args.runs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    result = {"command": f"python -m benchmarks.requests_validation --runs {args.runs}", "environment": describe(), "validation": validation, "ledger": ledger, "targets": TARGETS}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "requests_validation.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "requests_validation.md").write_text(render(result))
+    result = {"command": f"python -m benchmarks.requests_validation --runs {args.runs}", "environment": describe(), "quick": args.quick, "validation": validation, "ledger": ledger, "targets": TARGETS}
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "requests_validation.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "requests_validation.md").write_text(render(result))
     print(render(result))
 
 

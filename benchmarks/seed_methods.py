@@ -1,5 +1,9 @@
 """Benchmark of the seed-paper methods (SVD projection, PGU, L2UL) against the retrained reference.
 
+The suite's `methods` scenario (`python -m benchmarks run methods`) runs these methods next to the
+peers under one protocol; this standalone entry point keeps the per-method target checks of the
+seed-method issues (its results section in BENCHMARKS.md is an earlier run).
+
     python -m benchmarks.seed_methods --quick      # digits 1 seed + Fashion-MNIST 1 seed, small
     python -m benchmarks.seed_methods              # digits 5 seeds + Fashion-MNIST subset
 

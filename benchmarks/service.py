@@ -60,7 +60,7 @@ def _champion(workspace: Path) -> int:
     from forgetflow.settings import load_settings
 
     settings = load_settings(workspace)
-    return int(MlflowClient(tracking_uri=settings.tracking_uri).get_model_version_by_alias(settings.registered_model_name, "champion").version)
+    return int(MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri).get_model_version_by_alias(settings.registered_model_name, "champion").version)
 
 
 def _train_ids(workspace: Path) -> list[int]:
@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="one urgent request")
     parser.add_argument("--intake-only", action="store_true", help="only the intake throughput (starts its own Prefect server)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--device", default=None, help="accepted for the suite runner; the served flows use FORGETFLOW_DEVICE")
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     workspace = Path(tempfile.mkdtemp(prefix="forgetflow-service-bench-")) / "ws"

@@ -1,0 +1,107 @@
+"""The benchmark runner's plumbing on a tiny configuration: scenario registry, validation-only
+selection, the results JSON (environment, seeds, sanity rows) and rendering."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks` is a top-level folder, not an installed package
+
+from benchmarks import methods, protocol, render, suite  # noqa: E402
+
+TINY = methods.Plan(seeds=1, epochs={"digits": 1, "fashion-mnist": 1}, fmnist_pool=300, fmnist_test=200, max_grid=2, budget_grid=2, ks=(4,), mia_cap=200)
+
+
+def test_registry_names_every_scenario_and_each_unit_has_a_module():
+    assert set(suite.SCENARIOS) >= {"foundation", "requests", "methods", "evaluation", "scaling", "deletion-flow", "service"}
+    for scenario in suite.SCENARIOS.values():
+        for unit in scenario.units:
+            assert unit.name == "service" or suite.unit_available(unit), unit.module
+
+
+def test_unit_command_passes_mode_device_and_seeds(tmp_path):
+    unit = suite.SCENARIOS["methods"].units[0]
+    command = suite.unit_command(unit, quick=True, device="cpu", out=tmp_path, seeds=3)
+    assert command[1:3] == ["-m", "benchmarks.methods"]
+    assert "--quick" in command and command[command.index("--seeds") + 1] == "3" and command[command.index("--out") + 1] == str(tmp_path)
+    assert "--seeds" not in suite.unit_command(suite.SCENARIOS["scaling"].units[0], quick=False, device="cpu", out=tmp_path, seeds=3)
+    assert suite.default_out(False, "cuda").name == "gpu" and suite.default_out(True, "cpu").name == "quick"
+
+
+def test_list_prints_the_scenarios(capsys):
+    from benchmarks.__main__ import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "methods" in out and "deletion-flow" in out
+
+
+def test_selection_takes_validation_metrics_only_and_picks_the_smallest_gap():
+    reference = {"unlearning_accuracy": 10.0, "retain_accuracy": 90.0, "test_accuracy": 85.0, "mia_efficacy": 12.0}
+    far = {"unlearning_accuracy": 0.0, "retain_accuracy": 99.0, "test_accuracy": 86.0, "mia_efficacy": 1.0}
+    near = {"unlearning_accuracy": 9.0, "retain_accuracy": 91.0, "test_accuracy": 85.0, "mia_efficacy": 12.0}
+    broken = {**near, "mia_efficacy": math.nan}
+    config, gap = protocol.select_by_avg_gap([({}, far), ({"lr": 0.1}, near), ({"lr": 1.0}, broken)], reference)
+    assert config == {"lr": 0.1} and gap == pytest.approx(0.5)
+    # misclassify: forget accuracy 0 first, then the least validation-accuracy drop
+    cands = [({"a": 1}, {"forget_accuracy": 0.0, "test_accuracy": 80.0}), ({"a": 2}, {"forget_accuracy": 0.0, "test_accuracy": 84.0}), ({"a": 3}, {"forget_accuracy": 6.0, "test_accuracy": 85.0})]
+    assert protocol.select_misclassify(cands, 85.0) == ({"a": 2}, 1.0)
+
+
+def test_grid_starts_with_the_paper_default_and_is_thinned():
+    points = protocol.grid({"lr": 0.01, "epochs": 10}, {"lr": [0.001, 0.01, 0.1], "epochs": [5, 10], "other": [1, 2]}, 3)
+    assert points[0] == {} and len(points) == 3 and all(set(p) <= {"lr", "epochs"} for p in points[1:])
+
+
+def test_time_budget_grid_adds_short_runs_and_only_fast_configs_compete():
+    points = protocol.short_grid({"lr": 0.01, "epochs": 10}, {"lr": [0.001, 0.01, 0.1], "epochs": [5, 10]}, 6)
+    assert points[0] == {} and len(points) == 6 and {"lr": 0.001, "epochs": 1} in points
+    fast, slow = ({"a": 1}, {"time_ratio": 0.08}), ({"a": 2}, {"time_ratio": 0.3})
+    assert protocol.within_time([slow, fast], 0.1) == [fast]
+    assert protocol.within_time([slow], 0.1) == [slow]  # none fits: all compete, the table shows the time
+
+
+class _Untouchable:
+    """Stands in for the test split during tuning: any use of it fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"tuning touched the test split ({name})")
+
+
+def test_tuning_never_touches_the_test_split():
+    runner = methods.Runner("digits", TINY, "cpu", ["gradient_ascent"], log=lambda message: None)
+    test = runner.data.test
+    runner.data.test = _Untouchable()
+    chosen = runner.tune("random")
+    runner.data.test = test
+    assert set(chosen) == {"gradient_ascent"}
+    assert runner.selected["random/gradient_ascent"]["grid"][0] == {}
+
+
+def test_methods_run_writes_json_with_environment_seeds_and_sanity_rows_and_renders(tmp_path):
+    methods.run("digits", "core", quick=True, seeds=1, device="cpu", only=["gradient_ascent"], out=tmp_path, command="pytest", plan=TINY)
+    data = json.loads((tmp_path / "methods" / "digits_core.json").read_text())
+    env = data["meta"]["environment"]
+    assert env["quick"] is True and env["seeds"] == [0] and env["device"] == "cpu" and env["command"] == "pytest"
+    assert env["versions"]["torch"] and env["cpu"] is not None and "python" in env
+    scenarios = {r["scenario"] for r in data["rows"]}
+    assert scenarios == {"random", "random @ 10% time", "continual"}
+    for scenario in scenarios:
+        names = {r["method"] for r in data["rows"] if r["scenario"] == scenario}
+        assert {"retrain (reference)", "retrain (2nd seed)", "original (no unlearning)", "gradient_ascent"} <= names
+    row = next(r for r in data["rows"] if r["method"] == "gradient_ascent" and r["scenario"] == "random")
+    for key in ("avg_gap", "tow", "mia_efficacy", "mia_loss", "mia_entropy", "seconds", "time_ratio"):
+        assert key in row
+    assert set(data["selected"]) == {"random/gradient_ascent", "random @ 10% time/gradient_ascent"}
+
+    output = tmp_path / "BENCHMARKS.md"
+    render.render(tmp_path, output)
+    text = output.read_text()
+    assert "### digits — random" in text and "| retrain (2nd seed) |" in text and "| original (no unlearning) |" in text
+    assert "Selected hyperparameters" in text and "## Protocol" in text
+    assert (tmp_path / "plots" / "methods_digits.png").stat().st_size > 0
