@@ -174,6 +174,28 @@ def epochs_bar(epochs: int, desc: str, progress: bool):
     return tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
 
 
+def optimizer_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int, desc: str, progress: bool, timer: Timer, batch_losses, *, loss_key: str = "loss", epoch_fields=None) -> tuple[list[dict], str]:
+    """The epoch loop of the fine-tuning peers: `batch_losses(epoch)` yields one loss per batch, each
+    minimised by one optimizer step; stops at the time budget. Returns (per-epoch log, why it stopped).
+    `epoch_fields(epoch)` adds values to an epoch's log entry (e.g. a schedule's weight)."""
+    log, stopped = [], "epochs done"
+    for epoch in epochs_bar(epochs, desc, progress):
+        model.train()
+        losses = []
+        for loss in batch_losses(epoch):
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if timer.over_budget():
+                break
+        log.append({"epoch": epoch + 1, **(epoch_fields(epoch) if epoch_fields else {}), loss_key: sum(losses) / max(len(losses), 1)})
+        if timer.over_budget():
+            stopped = "time budget"
+            break
+    return log, stopped
+
+
 def finish(model: nn.Module, timer: Timer, cfg: dict, log: list[dict], stopped_because: str, extra: dict | None = None) -> UnlearnResult:
     model.eval()
     return UnlearnResult(model=model.cpu(), seconds=timer.elapsed, config=dict(cfg), log=log, stopped_because=stopped_because, extra=extra or {})

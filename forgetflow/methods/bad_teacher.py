@@ -51,10 +51,7 @@ def unlearn(model: nn.Module, forget: LoadedSplit, *, retain: LoadedSplit | None
     optimizer = pu.make_optimizer(student.parameters(), "adam", cfg["lr"])
     t = cfg["temperature"]
 
-    log, stopped = [], "epochs done"
-    for epoch in pu.epochs_bar(cfg["epochs"], "bad teacher", progress):
-        student.train()
-        losses = []
+    def batch_losses(epoch: int):
         for index in mixed.batches(cfg["batch_size"], generator):
             x = mixed.x[index]
             with torch.no_grad():
@@ -62,17 +59,9 @@ def unlearn(model: nn.Module, forget: LoadedSplit, *, retain: LoadedSplit | None
                 bad = F.softmax(pu.logits_of(incompetent, x, device) / t, dim=1)
                 target = torch.where(is_forget[index].unsqueeze(1), bad, good)
             log_p = F.log_softmax(pu.logits_of(student, x, device) / t, dim=1)
-            loss = F.kl_div(log_p, target, reduction="batchmean")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if timer.over_budget():
-                break
-        log.append({"epoch": epoch + 1, "kd_loss": sum(losses) / max(len(losses), 1)})
-        if timer.over_budget():
-            stopped = "time budget"
-            break
+            yield F.kl_div(log_p, target, reduction="batchmean")
+
+    log, stopped = pu.optimizer_epochs(student, optimizer, cfg["epochs"], "bad teacher", progress, timer, batch_losses, loss_key="kd_loss")
     return pu.finish(student, timer, cfg, log, stopped, {"retain_used": len(retain_part.labels)})
 
 

@@ -78,22 +78,11 @@ def unlearn(model: nn.Module, forget: LoadedSplit, *, retain: LoadedSplit | None
     targets, attack_success = nearest_wrong_labels(original, forget_t, cfg["bound"], cfg["attack_steps"], cfg["batch_size"], device)
     optimizer = pu.make_optimizer(student.parameters(), "sgd", cfg["lr"], cfg["momentum"], cfg["weight_decay"])
 
-    log, stopped = [], "epochs done"
-    for epoch in pu.epochs_bar(cfg["epochs"], "boundary shrink", progress):
-        student.train()
-        losses = []
+    def batch_losses(epoch: int):
         for index in forget_t.batches(cfg["batch_size"], generator):
-            loss = F.cross_entropy(pu.logits_of(student, forget_t.x[index], device), targets[index])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if timer.over_budget():
-                break
-        log.append({"epoch": epoch + 1, "loss": sum(losses) / max(len(losses), 1)})
-        if timer.over_budget():
-            stopped = "time budget"
-            break
+            yield F.cross_entropy(pu.logits_of(student, forget_t.x[index], device), targets[index])
+
+    log, stopped = pu.optimizer_epochs(student, optimizer, cfg["epochs"], "boundary shrink", progress, timer, batch_losses)
     return pu.finish(student, timer, cfg, log, stopped, {"attack_success": attack_success})
 
 

@@ -53,25 +53,16 @@ def unlearn(model: nn.Module, forget: LoadedSplit, *, retain: LoadedSplit | None
     student = pu.working_copy(model, device)
     optimizer = pu.make_optimizer(student.parameters(), "sgd", cfg["lr"], cfg["momentum"], cfg["weight_decay"])
 
-    log, stopped = [], "epochs done"
-    for epoch in pu.epochs_bar(cfg["epochs"], "l1-sparse", progress):
-        student.train()
-        weight = l1_weight(cfg["alpha"], epoch, cfg["epochs"], cfg["no_l1_epochs"])
-        losses = []
+    def weight(epoch: int) -> float:
+        return l1_weight(cfg["alpha"], epoch, cfg["epochs"], cfg["no_l1_epochs"])
+
+    def batch_losses(epoch: int):
+        current = weight(epoch)
         for index in retain_t.batches(cfg["batch_size"], generator):
             loss = F.cross_entropy(pu.logits_of(student, retain_t.x[index], device), retain_t.y[index])
-            if weight > 0:
-                loss = loss + weight * l1_norm(student)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if timer.over_budget():
-                break
-        log.append({"epoch": epoch + 1, "l1_weight": weight, "loss": sum(losses) / max(len(losses), 1)})
-        if timer.over_budget():
-            stopped = "time budget"
-            break
+            yield loss + current * l1_norm(student) if current > 0 else loss
+
+    log, stopped = pu.optimizer_epochs(student, optimizer, cfg["epochs"], "l1-sparse", progress, timer, batch_losses, epoch_fields=lambda epoch: {"l1_weight": weight(epoch)})
     return pu.finish(student, timer, cfg, log, stopped)
 
 
