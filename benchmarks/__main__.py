@@ -4,6 +4,7 @@
     python -m benchmarks run                      # every scenario, full size (results in benchmarks/results/)
     python -m benchmarks run --quick              # every scenario, small (<= 10 min on 2 cores; benchmarks/results/quick/)
     python -m benchmarks run methods scaling --seeds 5 --device auto --jobs 2
+    python -m benchmarks run methods:fashion-mnist:budget   # one unit of a scenario
     python -m benchmarks render                   # BENCHMARKS.md from benchmarks/results/
 
 The device comes from --device, else the FORGETFLOW_DEVICE setting, else auto (CUDA when present).
@@ -26,21 +27,23 @@ def _list() -> int:
         missing = [u.module for u in scenario.units if not unit_available(u)]
         note = f"  (not available: {', '.join(missing)} does not exist yet)" if missing else ""
         print(f"{scenario.name:14s} {scenario.summary}{note}")
+        if len(scenario.units) > 1:
+            print(f"{'':14s} units: {', '.join(u.name for u in scenario.units)}")
     return 0
 
 
 def _run(args) -> int:
     from benchmarks import render
     from benchmarks.environment import record
-    from benchmarks.suite import SCENARIOS, default_out, plan_units, run_units, write_suite
+    from benchmarks.suite import SCENARIOS, default_out, plan_units, run_units, units_by_name, write_suite
     from forgetflow.device import resolve_device
 
     names = args.scenarios or list(SCENARIOS)
-    unknown = [n for n in names if n not in SCENARIOS]
+    unknown = [n for n in names if n not in SCENARIOS and n not in units_by_name()]
     if unknown:
         from forgetflow.errors import ConfigError
 
-        raise ConfigError(f"unknown benchmark scenario(s): {', '.join(unknown)}", f"choose from: {', '.join(SCENARIOS)} (`python -m benchmarks list`)")
+        raise ConfigError(f"unknown benchmark scenario(s) or unit(s): {', '.join(unknown)}", f"choose a scenario from {', '.join(SCENARIOS)} or a unit from {', '.join(units_by_name())} (`python -m benchmarks list`)")
     device = resolve_device(args.device or os.environ.get("FORGETFLOW_DEVICE", "auto"))
     out = Path(args.out) if args.out else default_out(args.quick, device)
     out.mkdir(parents=True, exist_ok=True)

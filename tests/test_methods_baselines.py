@@ -73,3 +73,33 @@ def test_time_budget_stops_early(setup):
     splits, model, forget, retain = setup
     result = unlearn("finetune", model, forget, retain=retain, kind="classes", config={"epochs": 50}, time_budget_s=0.0, progress=False)
     assert "time budget" in result.stopped_because and len(result.log) < 50
+
+
+@pytest.mark.parametrize("name", ["finetune", "neggrad_plus"])
+def test_time_budget_is_checked_between_steps_not_only_between_epochs(setup, monkeypatch, name):
+    """A budget that runs out mid-epoch stops the method after the current step (not the epoch)."""
+    import importlib
+
+    from forgetflow.methods import _loops
+    from forgetflow.methods.base import Timer
+
+    class SpentAfterChecks(Timer):  # deterministic stand-in for the clock: spent after 4 checks
+        checks = 0
+
+        def over_budget(self) -> bool:
+            SpentAfterChecks.checks += 1
+            return SpentAfterChecks.checks > 4
+
+    module = importlib.import_module(f"forgetflow.methods.{name}")
+    monkeypatch.setattr(module, "Timer", SpentAfterChecks)
+    steps = []
+    real = _loops.batch_tensors
+    monkeypatch.setattr(_loops, "batch_tensors", lambda *a, **k: steps.append(1) or real(*a, **k))
+    if name == "neggrad_plus":
+        monkeypatch.setattr(module, "batch_tensors", _loops.batch_tensors)
+    splits, model, forget, retain = setup
+    result = unlearn(name, model, forget, retain=retain, kind="classes", config={"epochs": 50, "batch_size": 64}, time_budget_s=1.0, progress=False)
+    batches_per_epoch = -(-len(retain.labels) // 64)
+    per_step = 2 if name == "neggrad_plus" else 1  # NegGrad+ draws a retain and a forget batch per step
+    assert len(steps) // per_step == 3 < batches_per_epoch
+    assert len(result.log) == 1 and "in epoch 1 of 50" in result.stopped_because

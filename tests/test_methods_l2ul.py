@@ -99,3 +99,20 @@ def test_cpu_run_is_deterministic_for_a_seed(setup):
     first, second, other = run(5), run(5), run(6)
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())
+
+
+def test_time_budget_caps_the_adversarial_set_and_keeps_one_round(setup):
+    """A budget spent while attacking stops building rounds (one is always kept) and no step runs."""
+    _, model, forget = setup
+    result = unlearn("l2ul", model, forget, goal="misclassify", config={**FAST, "adv_per_instance": 5}, time_budget_s=1e-6, progress=False)
+    assert result.extra["adversarial_rounds"] == 1 and result.extra["adversarial_examples"] == len(forget.labels)
+    assert result.extra["steps"] == 0 and "time budget" in result.stopped_because
+    full = unlearn("l2ul", model, forget, goal="misclassify", config={**FAST, "adv_per_instance": 5}, progress=False)
+    assert full.extra["adversarial_rounds"] == 5
+
+
+def test_default_pgd_step_keeps_the_paper_path_length():
+    from forgetflow.methods.l2ul import default_step
+
+    assert default_step(4.0, 100) == pytest.approx(0.1)  # the paper's eps 4.0, step 0.1, 100 iterations
+    assert default_step(2.0, 10) * 10 == pytest.approx(default_step(2.0, 100) * 100)

@@ -87,7 +87,11 @@ def run_epochs(
     desc: str,
     progress: bool,
 ) -> tuple[list[dict], str]:
-    """Call epoch_fn(epoch) -> log row for each epoch, honouring the time budget."""
+    """Call epoch_fn(epoch) -> log row for each epoch, honouring the time budget.
+
+    epoch_fn is expected to stop its own batch loop once the budget is spent (`budget_spent`), so a
+    method overshoots its budget by at most one step, not one epoch; the epoch cut short is logged
+    and ends the run."""
     log: list[dict] = []
     stopped = f"{epochs} epochs done"
     with progress_bar(epochs, desc, progress) as bar:
@@ -99,7 +103,15 @@ def run_epochs(
             log.append(row)
             bar.update(1)
             bar.set_postfix({k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
+            if timer.over_budget() and epoch + 1 < epochs:
+                stopped = f"time budget of {timer.budget_s:.1f}s reached in epoch {epoch + 1} of {epochs}"
+                break
     return log, stopped
+
+
+def budget_spent(timer: Timer | None) -> bool:
+    """True once a batch loop should stop: its method's time budget is used up."""
+    return timer is not None and timer.over_budget()
 
 
 def supervised_pass(
@@ -112,11 +124,15 @@ def supervised_pass(
     generator: torch.Generator,
     sign: float = 1.0,
     labels: np.ndarray | None = None,
+    timer: Timer | None = None,
 ) -> float:
-    """One shuffled pass of sign * cross-entropy over `split` (sign -1 is gradient ascent)."""
+    """One shuffled pass of sign * cross-entropy over `split` (sign -1 is gradient ascent); stops
+    early, between steps, once `timer`'s budget is spent."""
     model.train()
     total, seen = 0.0, 0
     for index in index_batches(len(split.labels), batch_size, generator):
+        if budget_spent(timer):
+            break
         x, y = batch_tensors(split, index, device, labels)
         with autocast(device):
             loss = F.cross_entropy(model(x).float(), y)

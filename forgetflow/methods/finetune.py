@@ -21,7 +21,7 @@ def finetune(model, forget, *, retain, config, seed, device, time_budget_s=None,
     optimizer = sgd(model, config)
 
     def epoch(_):
-        return {"retain_loss": supervised_pass(model, optimizer, retain, batch_size=config["batch_size"], device=device, generator=generator)}
+        return {"retain_loss": supervised_pass(model, optimizer, retain, batch_size=config["batch_size"], device=device, generator=generator, timer=timer)}
 
     log, stopped = run_epochs(model, epochs=config["epochs"], epoch_fn=epoch, timer=timer, desc="FT", progress=progress)
     return finish(model, timer, config, log, stopped)

@@ -23,7 +23,7 @@ def gradient_ascent(model, forget, *, config, seed, device, time_budget_s=None, 
     optimizer = sgd(model, config)
 
     def epoch(_):
-        return {"forget_loss": supervised_pass(model, optimizer, forget, batch_size=config["batch_size"], device=device, generator=generator, sign=-1.0)}
+        return {"forget_loss": supervised_pass(model, optimizer, forget, batch_size=config["batch_size"], device=device, generator=generator, sign=-1.0, timer=timer)}
 
     log, stopped = run_epochs(model, epochs=config["epochs"], epoch_fn=epoch, timer=timer, desc="GA", progress=progress)
     return finish(model, timer, config, log, stopped)

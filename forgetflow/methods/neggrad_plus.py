@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from forgetflow.methods._loops import batch_tensors, cycle, finish, index_batches, run_epochs, sgd
+from forgetflow.methods._loops import batch_tensors, budget_spent, cycle, finish, index_batches, run_epochs, sgd
 from forgetflow.methods.base import MethodInfo, Timer, register
 from forgetflow.training import autocast
 
@@ -31,6 +31,8 @@ def neggrad_plus(model, forget, *, retain, config, seed, device, time_budget_s=N
         totals = {"retain_loss": 0.0, "forget_loss": 0.0}
         steps = 0
         for index in index_batches(len(retain.labels), config["batch_size"], generator):
+            if budget_spent(timer):
+                break
             xr, yr = batch_tensors(retain, index, device)
             xf, yf = batch_tensors(forget, next(forget_batches), device)
             with autocast(device):

@@ -32,8 +32,8 @@ def random_labels(model, forget, *, retain, config, seed, device, time_budget_s=
     fake = random_label_targets(forget.labels, num_classes_of(model), generator, config["exclude_true_label"])
 
     def epoch(_):
-        forget_loss = supervised_pass(model, optimizer, forget, batch_size=config["batch_size"], device=device, generator=generator, labels=fake)
-        retain_loss = supervised_pass(model, optimizer, retain, batch_size=config["batch_size"], device=device, generator=generator)
+        forget_loss = supervised_pass(model, optimizer, forget, batch_size=config["batch_size"], device=device, generator=generator, labels=fake, timer=timer)
+        retain_loss = supervised_pass(model, optimizer, retain, batch_size=config["batch_size"], device=device, generator=generator, timer=timer)
         return {"random_label_loss": forget_loss, "retain_loss": retain_loss}
 
     log, stopped = run_epochs(model, epochs=config["epochs"], epoch_fn=epoch, timer=timer, desc="RL", progress=progress)
