@@ -21,8 +21,10 @@ Scenario groups (one worker process each, so the suite can run them side by side
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,15 +57,18 @@ class Plan:
     ks: tuple
     mia_cap: int
     methods: tuple | None = None  # None: every registered method that serves the request
+    fmnist_budget_pool: int = 0  # Fashion-MNIST pool of the budget group (0: fmnist_pool)
 
     @staticmethod
     def make(quick: bool, seeds: int | None) -> "Plan":
         if quick:
             return Plan(seeds or 1, {"digits": 5, "fashion-mnist": 4}, 500, 500, 2, 2, (16,), 500, QUICK_METHODS)
-        # Fashion-MNIST: 10,000 images of the official train split (9,000 train / 1,000 validation):
-        # 900 forget images, so one image moves UA by 0.11 points (0.56 on the 1,800-image subset of
-        # earlier runs, whose noise floor sat above the Avg. Gap target).
-        return Plan(seeds or 5, {"digits": 20, "fashion-mnist": 8}, 10_000, 2000, 3, 10, (16, 64, 128), 1000)
+        # Fashion-MNIST: a 2,000-image pool (1,800 train / 200 validation) for the core and other
+        # groups, and 10,000 images (9,000 train / 1,000 validation) for the efficiency target: on
+        # the small pool one of its 180 forget images moves UA by 0.56 points and a second retrain
+        # already sits above the Avg. Gap target; at 10,000 it is 0.11 points of 900. The large pool
+        # for every group would not fit the suite's 90 minutes on 2 cores (each retrain ~40 s).
+        return Plan(seeds or 5, {"digits": 20, "fashion-mnist": 8}, 2000, 2000, 3, 10, (16, 64, 128), 1000, fmnist_budget_pool=10_000)
 
 
 # Quick mode runs a representative subset: the seed methods, the baselines FT/GA/NegGrad+, and one
@@ -349,7 +354,10 @@ def run(dataset: str, group: str, *, quick: bool, seeds: int | None, device: str
     torch.set_num_threads(1)
     plan = plan or Plan.make(quick, seeds)
     if epochs:
-        plan.epochs = {**plan.epochs, dataset: epochs}
+        plan = dataclasses.replace(plan, epochs={**plan.epochs, dataset: epochs})
+    larger_pool = dataset == "fashion-mnist" and group == "budget" and plan.fmnist_budget_pool and plan.fmnist_budget_pool != plan.fmnist_pool
+    if larger_pool:
+        plan = dataclasses.replace(plan, fmnist_pool=plan.fmnist_budget_pool)
     started = time.perf_counter()
 
     def log(message: str) -> None:
@@ -358,8 +366,10 @@ def run(dataset: str, group: str, *, quick: bool, seeds: int | None, device: str
     runner = Runner(dataset, plan, device, only, log)
     data = runner.data
     stem = f"{dataset}_{group}"
+    if larger_pool:  # its own table: other references, other noise floor
+        data.name = f"{dataset} ({len(data.train.labels) / 1000:g}k train)"
     if epochs:
-        data.name = f"{dataset} ({epochs} epochs)"
+        data.name = f"{data.name} ({epochs} epochs)"
         stem = f"{dataset}-{epochs}ep_{group}"
     if scenarios:
         stem += "-" + "-".join(x.split(" ")[0] + ("budget" if "time" in x else "") for x in scenarios)
@@ -531,9 +541,12 @@ def targets(results: list[dict]) -> list[str]:
         if items:
             best = min(fits, key=lambda e: e["avg_gap"]) if fits else None
             floor = next((e for e in summary if e["dataset"] == dataset and e["scenario"] == scenario and e["method"] == "retrain (2nd seed)"), None)
+            untouched = next((e for e in summary if e["dataset"] == dataset and e["scenario"] == scenario and e["method"] == "original (no unlearning)"), None)
             text = f"best within 10 % of the retrain's time: **{best['method']}**, Avg. Gap {best['avg_gap']:.2f} ± {best['avg_gap_std']:.2f} at {100 * best['time_ratio']:.1f} % of the retrain's time" if best else "no method ran within 10 % of the retrain's time"
             met = bool(best and best["avg_gap"] <= 1.0)
-            out.append(f"| {dataset} {scenario}: best method within Avg. Gap 1.0 at ≤ 10 % of the retrain's time | {text}; second retrain (noise floor) {floor['avg_gap']:.2f} ± {floor['avg_gap_std']:.2f} | {'**met**' if met else '**not met**'} |" if floor else f"| {dataset} {scenario} | {text} | {'met' if met else 'not met'} |")
+            # the two anchors a reader needs: what counts as indistinguishable, and where doing nothing lands
+            anchors = (f"; second retrain (noise floor) {floor['avg_gap']:.2f} ± {floor['avg_gap_std']:.2f}" if floor else "") + (f"; original, no unlearning, {untouched['avg_gap']:.2f} ± {untouched['avg_gap_std']:.2f}" if untouched else "")
+            out.append(f"| {dataset} {scenario}: best method within Avg. Gap 1.0 at ≤ 10 % of the retrain's time | {text}{anchors} | {'**met**' if met else '**not met**'} |")
     for dataset in ("digits", "fashion-mnist"):
         original = next((e for e in summary if e["dataset"] == dataset and e["scenario"] == "class" and e["method"] == "original (no unlearning)"), None)
         for method in ("svd_projection", "pgu"):
@@ -572,7 +585,7 @@ def plot(results: list[dict], folder: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"methods_{dataset.replace(' (', '-').replace(' ', '-').rstrip(')')}.png"
+        path = folder / f"methods_{re.sub(r'[^a-z0-9]+', '-', dataset.lower()).strip('-')}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

@@ -3,6 +3,7 @@ selection, the results JSON (environment, seeds, sanity rows) and rendering."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -105,3 +106,13 @@ def test_methods_run_writes_json_with_environment_seeds_and_sanity_rows_and_rend
     assert "### digits — random" in text and "| retrain (2nd seed) |" in text and "| original (no unlearning) |" in text
     assert "Selected hyperparameters" in text and "## Protocol" in text
     assert (tmp_path / "plots" / "methods_digits.png").stat().st_size > 0
+
+
+def test_fashion_mnist_budget_group_runs_on_its_larger_pool_under_its_own_name(tmp_path):
+    plan = dataclasses.replace(TINY, fmnist_budget_pool=400)
+    methods.run("fashion-mnist", "budget", quick=True, seeds=1, device="cpu", only=["gradient_ascent"], out=tmp_path, command="pytest", plan=plan)
+    data = json.loads((tmp_path / "methods" / "fashion-mnist_budget.json").read_text())
+    assert data["meta"]["data"]["train"] == 360  # 400 pooled, 10 % held out for validation
+    assert {r["dataset"] for r in data["rows"]} == {"fashion-mnist (0.36k train)"}
+    assert {r["scenario"] for r in data["rows"]} == {"random @ 10% time"}
+    assert methods.plot(methods.load_results(tmp_path), tmp_path / "plots")[0].name == "methods_fashion-mnist-0-36k-train.png"
