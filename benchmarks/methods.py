@@ -346,18 +346,21 @@ class Runner:
 
 
 def run(dataset: str, group: str, *, quick: bool, seeds: int | None, device: str, only: list[str] | None, out: Path, command: str, plan: Plan | None = None,
-        epochs: int | None = None, scenarios: list[str] | None = None) -> dict:
+        epochs: int | None = None, scenarios: list[str] | None = None, pool: int | None = None) -> dict:
     """One worker: a dataset's scenario group (or the `scenarios` given) with the plan's sizes; with
-    `epochs` the recipe's epochs are overridden and the dataset is labelled with them."""
+    `epochs` the recipe's epochs are overridden, with `pool` the Fashion-MNIST pool (train +
+    validation), and the dataset is labelled with them."""
     import torch
 
     torch.set_num_threads(1)
     plan = plan or Plan.make(quick, seeds)
     if epochs:
         plan = dataclasses.replace(plan, epochs={**plan.epochs, dataset: epochs})
-    larger_pool = dataset == "fashion-mnist" and group == "budget" and plan.fmnist_budget_pool and plan.fmnist_budget_pool != plan.fmnist_pool
-    if larger_pool:
-        plan = dataclasses.replace(plan, fmnist_pool=plan.fmnist_budget_pool)
+    if dataset == "fashion-mnist" and pool is None and group == "budget" and plan.fmnist_budget_pool:
+        pool = plan.fmnist_budget_pool
+    other_pool = dataset == "fashion-mnist" and bool(pool) and pool != plan.fmnist_pool
+    if other_pool:
+        plan = dataclasses.replace(plan, fmnist_pool=pool)
     started = time.perf_counter()
 
     def log(message: str) -> None:
@@ -365,12 +368,15 @@ def run(dataset: str, group: str, *, quick: bool, seeds: int | None, device: str
 
     runner = Runner(dataset, plan, device, only, log)
     data = runner.data
-    stem = f"{dataset}_{group}"
-    if larger_pool:  # its own table: other references, other noise floor
+    prefix = dataset
+    if other_pool:  # its own table: other references, other noise floor
         data.name = f"{dataset} ({len(data.train.labels) / 1000:g}k train)"
+        if group != "budget" or pool != plan.fmnist_budget_pool:
+            prefix += f"-pool{pool}"
     if epochs:
         data.name = f"{data.name} ({epochs} epochs)"
-        stem = f"{dataset}-{epochs}ep_{group}"
+        prefix += f"-{epochs}ep"
+    stem = f"{prefix}_{group}"
     if scenarios:
         stem += "-" + "-".join(x.split(" ")[0] + ("budget" if "time" in x else "") for x in scenarios)
     path = out / "methods" / f"{stem}.json"
@@ -547,7 +553,7 @@ def targets(results: list[dict]) -> list[str]:
             # the two anchors a reader needs: what counts as indistinguishable, and where doing nothing lands
             anchors = (f"; second retrain (noise floor) {floor['avg_gap']:.2f} ± {floor['avg_gap_std']:.2f}" if floor else "") + (f"; original, no unlearning, {untouched['avg_gap']:.2f} ± {untouched['avg_gap_std']:.2f}" if untouched else "")
             out.append(f"| {dataset} {scenario}: best method within Avg. Gap 1.0 at ≤ 10 % of the retrain's time | {text}{anchors} | {'**met**' if met else '**not met**'} |")
-    for dataset in ("digits", "fashion-mnist"):
+    for dataset in sorted({e["dataset"] for e in summary if e["scenario"] == "class"}):
         original = next((e for e in summary if e["dataset"] == dataset and e["scenario"] == "class" and e["method"] == "original (no unlearning)"), None)
         for method in ("svd_projection", "pgu"):
             e = next((x for x in summary if x["dataset"] == dataset and x["scenario"] == "class" and x["method"] == method), None)
@@ -615,9 +621,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (the dataset is labelled with them)")
     parser.add_argument("--scenarios", nargs="+", default=None, choices=BUDGET + CORE + OTHER, help="run only these scenarios (continual needs random in the same run)")
+    parser.add_argument("--pool", type=int, default=None, help="Fashion-MNIST images pooled for train + validation (default: the plan's; the dataset is labelled with its train size)")
     args = parser.parse_args(argv)
     command = "python -m benchmarks.methods " + " ".join(argv if argv is not None else sys.argv[1:])
-    run(args.dataset, args.group, quick=args.quick, seeds=args.seeds, device=args.device, only=args.methods, out=args.out, command=command, epochs=args.epochs, scenarios=args.scenarios)
+    run(args.dataset, args.group, quick=args.quick, seeds=args.seeds, device=args.device, only=args.methods, out=args.out, command=command, epochs=args.epochs, scenarios=args.scenarios, pool=args.pool)
 
 
 if __name__ == "__main__":

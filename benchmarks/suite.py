@@ -142,9 +142,16 @@ def run_units(units: list[Unit], *, quick: bool, device: str, out: Path, seeds: 
 
 
 def write_suite(out: Path, record: dict) -> Path:
+    """suite.json: the last whole-suite run, and after it every partial re-run since.
+
+    A partial run (some scenarios or units) never replaces the whole run's record, whose wall time
+    is the figure the suite's time target is read from; it is appended to `partial_runs`, and a
+    new whole run starts the list afresh."""
     path = out / "suite.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    # A partial re-run keeps the other units' records (their results files are kept too).
-    units = {**previous.get("units", {}), **record["units"]} if record.get("partial") else record["units"]
-    path.write_text(json.dumps({**record, "units": units}, indent=1) + "\n")
+    if not record.get("partial") or not previous:
+        document = {**record, "partial_runs": []} if not record.get("partial") else {**record, "partial_runs": [record]}
+    else:
+        document = {**previous, "partial_runs": [*previous.get("partial_runs", []), record]}
+    path.write_text(json.dumps(document, indent=1) + "\n")
     return path

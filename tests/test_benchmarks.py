@@ -116,3 +116,44 @@ def test_fashion_mnist_budget_group_runs_on_its_larger_pool_under_its_own_name(t
     assert {r["dataset"] for r in data["rows"]} == {"fashion-mnist (0.36k train)"}
     assert {r["scenario"] for r in data["rows"]} == {"random @ 10% time"}
     assert methods.plot(methods.load_results(tmp_path), tmp_path / "plots")[0].name == "methods_fashion-mnist-0-36k-train.png"
+
+
+def _row(dataset, scenario, method, **metrics):
+    base = {"unlearning_accuracy": 10.0, "forget_accuracy": 90.0, "retain_accuracy": 90.0, "test_accuracy": 85.0, "mia_efficacy": 12.0, "avg_gap": 0.0, "seconds": 1.0, "time_ratio": 1.0, "forget_class_test_accuracy": float("nan")}
+    return {"dataset": dataset, "scenario": scenario, "method": method, "seed": 0, **base, **metrics}
+
+
+def test_targets_read_every_fashion_mnist_table_and_name_both_anchors():
+    name = "fashion-mnist (9k train)"
+    rows = [
+        _row(name, "random @ 10% time", "retrain (reference)"),
+        _row(name, "random @ 10% time", "retrain (2nd seed)", avg_gap=0.8),
+        _row(name, "random @ 10% time", "original (no unlearning)", avg_gap=1.2, time_ratio=0.0),
+        _row(name, "random @ 10% time", "gradient_ascent", avg_gap=0.9, time_ratio=0.02),
+        _row(name, "random @ 10% time", "finetune", avg_gap=0.5, time_ratio=0.2),  # closer, but too slow to count
+        _row(name, "class", "original (no unlearning)", test_accuracy=85.0, forget_class_test_accuracy=95.0),
+        _row(name, "class", "svd_projection", test_accuracy=84.0, forget_class_test_accuracy=0.5),
+        _row(name, "class", "pgu", test_accuracy=85.0, forget_class_test_accuracy=60.0),
+    ]
+    lines = methods.targets([{"rows": rows}])
+    random_row = next(line for line in lines if "random @ 10% time" in line)
+    assert "**gradient_ascent**, Avg. Gap 0.90" in random_row and "noise floor) 0.80" in random_row and "no unlearning, 1.20" in random_row and "**met**" in random_row
+    svd = next(line for line in lines if "class: svd_projection" in line)
+    pgu = next(line for line in lines if "class: pgu" in line)
+    assert svd.startswith(f"| {name} class") and svd.endswith("| **met** |") and pgu.endswith("| **not met** |")
+
+
+def test_a_partial_rerun_keeps_the_whole_runs_record_and_is_listed_after_it(tmp_path):
+    env = {"quick": False, "device": "cpu", "cpu_count": 2, "command": "python -m benchmarks run", "commit": "abc"}
+    whole = {"environment": env, "scenarios": ["methods"], "partial": False, "started": "day 1", "total_seconds": 4200.0, "units": {"methods:digits:core": {"rc": 0, "seconds": 300.0}}}
+    part = {**whole, "environment": {**env, "command": "python -m benchmarks run methods:digits:core"}, "partial": True, "started": "day 2", "total_seconds": 60.0, "units": {"methods:digits:core": {"rc": 0, "seconds": 60.0}}}
+    suite.write_suite(tmp_path, whole)
+    suite.write_suite(tmp_path, part)
+    saved = json.loads((tmp_path / "suite.json").read_text())
+    assert saved["total_seconds"] == 4200.0 and saved["units"]["methods:digits:core"]["seconds"] == 300.0
+    assert [r["started"] for r in saved["partial_runs"]] == ["day 2"]
+    table = render._suite_runs(tmp_path)
+    assert table.index("day 1") < table.index("day 2") and "full (partial)" in table
+    assert "70.0 min" in render._targets(tmp_path)  # the whole run's time is what the target reads
+    suite.write_suite(tmp_path, {**whole, "started": "day 3"})  # a new whole run starts the list afresh
+    assert json.loads((tmp_path / "suite.json").read_text())["partial_runs"] == []
