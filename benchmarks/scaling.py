@@ -175,7 +175,7 @@ def plot(result: dict, batching: dict | None, folder: Path) -> list[Path]:
     paths = []
     rows = result["forget_size"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    _curve(ax, [dict(r, pct=100 * r["fraction"]) for r in rows], "pct", sorted({r["method"] for r in rows}, key=lambda m: m != "retrain"))
+    _curve(ax, [dict(r, pct=100 * r["fraction"]) for r in rows], "pct", sorted({r["method"] for r in rows}, key=lambda m: (m != "retrain", m)))
     ax.set_xlabel("forget set, % of the training set")
     ax.set_ylabel("wall time (s, log)")
     ax.set_title(f"Fashion-MNIST ({result['forget_size_data']['train']} train): cost vs forget-set size")
