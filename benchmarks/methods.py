@@ -479,6 +479,11 @@ def summarise(rows: list[dict]) -> list[dict]:
 SANITY = ("retrain (reference)", "retrain (2nd seed)", "original (no unlearning)")
 
 
+def find(summary: list[dict], dataset: str, scenario: str, method: str) -> dict | None:
+    """The summary entry of one method in one table, or None."""
+    return next((e for e in summary if e["dataset"] == dataset and e["scenario"] == scenario and e["method"] == method), None)
+
+
 def _cell(e: dict, key: str, digits: int = 2) -> str:
     if math.isnan(e.get(key, float("nan"))):
         return ""
@@ -546,17 +551,17 @@ def targets(results: list[dict]) -> list[str]:
         fits = [e for e in items if e["time_ratio"] <= 0.10]
         if items:
             best = min(fits, key=lambda e: e["avg_gap"]) if fits else None
-            floor = next((e for e in summary if e["dataset"] == dataset and e["scenario"] == scenario and e["method"] == "retrain (2nd seed)"), None)
-            untouched = next((e for e in summary if e["dataset"] == dataset and e["scenario"] == scenario and e["method"] == "original (no unlearning)"), None)
+            floor = find(summary, dataset, scenario, "retrain (2nd seed)")
+            untouched = find(summary, dataset, scenario, "original (no unlearning)")
             text = f"best within 10 % of the retrain's time: **{best['method']}**, Avg. Gap {best['avg_gap']:.2f} ± {best['avg_gap_std']:.2f} at {100 * best['time_ratio']:.1f} % of the retrain's time" if best else "no method ran within 10 % of the retrain's time"
             met = bool(best and best["avg_gap"] <= 1.0)
             # the two anchors a reader needs: what counts as indistinguishable, and where doing nothing lands
             anchors = (f"; second retrain (noise floor) {floor['avg_gap']:.2f} ± {floor['avg_gap_std']:.2f}" if floor else "") + (f"; original, no unlearning, {untouched['avg_gap']:.2f} ± {untouched['avg_gap_std']:.2f}" if untouched else "")
             out.append(f"| {dataset} {scenario}: best method within Avg. Gap 1.0 at ≤ 10 % of the retrain's time | {text}{anchors} | {'**met**' if met else '**not met**'} |")
     for dataset in sorted({e["dataset"] for e in summary if e["scenario"] == "class"}):
-        original = next((e for e in summary if e["dataset"] == dataset and e["scenario"] == "class" and e["method"] == "original (no unlearning)"), None)
+        original = find(summary, dataset, "class", "original (no unlearning)")
         for method in ("svd_projection", "pgu"):
-            e = next((x for x in summary if x["dataset"] == dataset and x["scenario"] == "class" and x["method"] == method), None)
+            e = find(summary, dataset, "class", method)
             if e is None or original is None:
                 continue
             drop = original["test_accuracy"] - e["test_accuracy"]
@@ -588,9 +593,9 @@ def plot(results: list[dict], folder: Path) -> list[Path]:
                 label = e["method"] if e["avg_gap"] <= top else f"{e['method']} ({e['avg_gap']:.1f}, off scale)"
                 ax.annotate(label, (max(e["time_ratio"], 1e-3), min(e["avg_gap"], top)), fontsize=7)
         for scenario, style in (("random", ":"), ("random @ 10% time", "-.")):  # where doing nothing lands
-            untouched = [e for e in summary if e["dataset"] == dataset and e["scenario"] == scenario and e["method"] == "original (no unlearning)"]
+            untouched = find(summary, dataset, scenario, "original (no unlearning)")
             if untouched:
-                ax.axhline(min(untouched[0]["avg_gap"], top), color="tab:red", ls=style, lw=0.9, label=f"original, no unlearning ({scenario})")
+                ax.axhline(min(untouched["avg_gap"], top), color="tab:red", ls=style, lw=0.9, label=f"original, no unlearning ({scenario})")
         ax.set_ylim(0, top * 1.05)
         ax.axvline(0.1, color="grey", ls="--", lw=0.8)
         ax.axhline(1.0, color="grey", ls=":", lw=0.8)

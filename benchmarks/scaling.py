@@ -167,6 +167,12 @@ def _curve(ax, rows, x_key, methods, log_y=True):
         ax.set_yscale("log")
 
 
+def method_order(rows: list[dict]) -> list[str]:
+    """The retrain first, then the methods by name: a fixed order for plots and tables (a set's
+    iteration order changes from process to process)."""
+    return sorted({r["method"] for r in rows}, key=lambda m: (m != "retrain", m))
+
+
 def plot(result: dict, batching: dict | None, folder: Path) -> list[Path]:
     from forgetflow.plotting import pyplot
 
@@ -175,7 +181,7 @@ def plot(result: dict, batching: dict | None, folder: Path) -> list[Path]:
     paths = []
     rows = result["forget_size"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    _curve(ax, [dict(r, pct=100 * r["fraction"]) for r in rows], "pct", sorted({r["method"] for r in rows}, key=lambda m: (m != "retrain", m)))
+    _curve(ax, [dict(r, pct=100 * r["fraction"]) for r in rows], "pct", method_order(rows))
     ax.set_xlabel("forget set, % of the training set")
     ax.set_ylabel("wall time (s, log)")
     ax.set_title(f"Fashion-MNIST ({result['forget_size_data']['train']} train): cost vs forget-set size")
@@ -238,7 +244,7 @@ def render(results_dir: Path, plots_dir: Path, prefix: str = "benchmarks/plots/"
              "Peak memory: Python heap peak (tracemalloc: NumPy and Python objects, not torch's CPU allocator) and the process's peak RSS so far (ru_maxrss, monotone over the run)"
              + (", CUDA peak allocated" if env["device"].startswith("cuda") else "") + ".", ""]
     fractions = sorted({x["fraction"] for x in r["forget_size"]})
-    methods = sorted({x["method"] for x in r["forget_size"]}, key=lambda m: m != "retrain")
+    methods = method_order(r["forget_size"])
     lines += ["| method | " + " | ".join(f"{100 * f:.0f} %: s (× retrain)" for f in fractions) + " | heap peak at 10 % (MiB) | RSS peak (MiB) |", "|---" * (len(fractions) + 3) + "|"]
     for m in methods:
         cells = []

@@ -149,9 +149,11 @@ def write_suite(out: Path, record: dict) -> Path:
     new whole run starts the list afresh."""
     path = out / "suite.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    if not record.get("partial") or not previous:
-        document = {**record, "partial_runs": []} if not record.get("partial") else {**record, "partial_runs": [record]}
-    else:
+    if not record.get("partial"):
+        document = {**record, "partial_runs": []}
+    elif previous:
         document = {**previous, "partial_runs": [*previous.get("partial_runs", []), record]}
+    else:  # no whole run yet: the partial run stands alone, marked partial
+        document = {**record, "partial_runs": [record]}
     path.write_text(json.dumps(document, indent=1) + "\n")
     return path

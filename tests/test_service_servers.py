@@ -155,7 +155,9 @@ def test_schedule_survives_a_restart_and_runs_batches(stack, serve_log):
         wait_until(lambda: all(ledger_state(stack, r) == "erased" for r in ("regular-c", "inbox-e")), FLOW_TIMEOUT_S, "a scheduled batch to erase the regular requests", interval_s=2, process=serving, log=serve_log)
         # The ledger says "erased" before the run reports COMPLETED: wait for that while serve still
         # runs it (stopping serve first left it unfinished on a loaded machine).
-        completed_batch = lambda: [r for r in flow_runs(stack) if r["name"].startswith("batch-") and r["state_type"] == "COMPLETED"]  # noqa: E731
+        def completed_batch():
+            return [r for r in flow_runs(stack) if r["name"].startswith("batch-") and r["state_type"] == "COMPLETED"]
+
         wait_until(completed_batch, 60, "the scheduled deployment's run to complete", interval_s=1, process=serving, log=serve_log)
     assert {batch_of(stack, "regular-c"), batch_of(stack, "inbox-e")} != {batch_of(stack, "urgent-d")}
     params["service"] = {"batch_interval_s": 3600}  # quiet schedule for the next test
