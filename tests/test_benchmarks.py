@@ -49,9 +49,19 @@ def test_selection_takes_validation_metrics_only_and_picks_the_smallest_gap():
     broken = {**near, "mia_efficacy": math.nan}
     config, gap = protocol.select_by_avg_gap([({}, far), ({"lr": 0.1}, near), ({"lr": 1.0}, broken)], reference)
     assert config == {"lr": 0.1} and gap == pytest.approx(0.5)
-    # misclassify: forget accuracy 0 first, then the least validation-accuracy drop
+    # misclassify: within a 2-point drop, forget accuracy 0 first, then the least validation-accuracy drop
     cands = [({"a": 1}, {"forget_accuracy": 0.0, "test_accuracy": 80.0}), ({"a": 2}, {"forget_accuracy": 0.0, "test_accuracy": 84.0}), ({"a": 3}, {"forget_accuracy": 6.0, "test_accuracy": 85.0})]
     assert protocol.select_misclassify(cands, 85.0) == ({"a": 2}, 1.0)
+
+
+def test_misclassify_selection_never_prefers_a_wrecked_model():
+    wrecked = ({"lr": 1.0}, {"forget_accuracy": 0.0, "test_accuracy": 40.0})
+    sound = ({"lr": 0.001}, {"forget_accuracy": 25.0, "test_accuracy": 84.5})
+    assert protocol.select_misclassify([wrecked, sound], 85.0) == ({"lr": 0.001}, 0.5)
+    # nothing within the bound: the least drop, not the most flips
+    worse = ({"lr": 0.1}, {"forget_accuracy": 10.0, "test_accuracy": 70.0})
+    assert protocol.select_misclassify([wrecked, worse], 85.0) == ({"lr": 0.1}, 15.0)
+    assert protocol.select_misclassify([({}, {"forget_accuracy": math.nan, "test_accuracy": 80.0})], 85.0) is None
 
 
 def test_grid_starts_with_the_paper_default_and_is_thinned():

@@ -116,3 +116,12 @@ def test_default_pgd_step_keeps_the_paper_path_length():
 
     assert default_step(4.0, 100) == pytest.approx(0.1)  # the paper's eps 4.0, step 0.1, 100 iterations
     assert default_step(2.0, 10) * 10 == pytest.approx(default_step(2.0, 100) * 100)
+
+
+def test_a_spent_budget_cuts_the_attack_short_and_keeps_one_round(setup):
+    """The eps probe and the first round stop iterating once the attack's share is spent, so an
+    attack of the paper's size (20 rounds x 100 PGD steps) cannot outrun the method's budget."""
+    _, model, forget = setup
+    result = unlearn("l2ul", model, forget, goal="misclassify", config={"adv_per_instance": 20, "pgd_iters": 100}, time_budget_s=1e-3, progress=False)
+    assert result.extra["adversarial_rounds"] == 1
+    assert result.stopped_because.startswith("time budget") or result.extra["criterion_met"]

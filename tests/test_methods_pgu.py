@@ -109,3 +109,18 @@ def test_missing_stats_says_how_to_fix(setup):
     splits, model, _, forget, _ = setup
     with pytest.raises(MissingInputError, match="store_layer_stats: true"):
         unlearn("pgu", model, forget, val=splits.val, stats=None, progress=False)
+
+
+def test_class_removal_stops_once_the_class_is_forgotten_on_val(setup):
+    splits, model, stats, _, _ = setup
+    forget = take(splits.train, splits.train.labels == 3)
+    config = {"epochs": 40, "lr": 0.5, "end_lr": 0.5, "class_stop_accuracy": 20.0}
+    result = unlearn("pgu", model, forget, val=splits.val, stats=stats, kind="classes", config=config, progress=False)
+    assert result.config["gamma"] == 0.9  # the class-removal paper default when gamma is None
+    assert "forgotten classes" in result.stopped_because, result.stopped_because
+    rows = result.log
+    assert rows[-1]["val_forget_accuracy"] <= 20.0 < min(r["val_forget_accuracy"] for r in rows[:-1])
+    assert "forget_accuracy" in rows[-1]  # the forget-train accuracy of the model handed back
+    # None runs on past that epoch (the released code's rule), unless the retain rule stops it
+    longer = unlearn("pgu", model, forget, val=splits.val, stats=stats, kind="classes", config={**config, "class_stop_accuracy": None, "epochs": len(rows) + 2}, progress=False)
+    assert "forgotten classes" not in longer.stopped_because and (len(longer.log) == len(rows) + 3 or "retain accuracy dropped" in longer.stopped_because)

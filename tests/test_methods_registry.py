@@ -102,7 +102,7 @@ def test_cli_lists_methods_as_json_and_table():
     assert out.exit_code == 0, out.output
     rows = {row["name"]: row for row in json.loads(out.output)}
     assert SEED_METHODS <= set(rows)
-    assert rows["pgu"]["needs"] == ["forget", "val", "stats"] and rows["pgu"]["defaults"]["gamma"] == 0.95
+    assert rows["pgu"]["needs"] == ["forget", "val", "stats"] and rows["pgu"]["defaults"]["gamma"] is None and rows["pgu"]["defaults"]["class_stop_accuracy"] == 1.0
     table = runner.invoke(app, ["methods"])
     assert table.exit_code == 0 and "l2ul" in table.output and "pgu" in table.output
 

@@ -32,9 +32,11 @@ Deviations and choices (each a config flag):
     hits the true label (pitfall P1).
   * MAS gradients are zeroed per batch (the released code accumulates across batches when k > 32,
     pitfall P4) and min-max normalisation has an epsilon guard.
-  * Time budget: building the adversarial set may use at most `adv_budget_share` of the method's
-    budget; rounds (one adversarial example per instance each) stop there, at least one is kept, so
-    the remaining budget goes to the unlearning steps instead of an attack that cannot be interrupted.
+  * Time budget: the eps probe and the adversarial set together may use at most `adv_budget_share`
+    of the method's budget. Rounds (one adversarial example per instance each) stop there, and
+    within the first round, which is always kept, PGD stops iterating there (keeping the
+    perturbation it has reached), so the rest of the budget goes to the unlearning steps instead of
+    an attack that cannot be interrupted.
     The search space includes cheaper attacks (fewer rounds and PGD iterations): on a small model a
     retrain costs little, and the paper's 20 x 100 PGD passes per instance can cost more than it.
   * Relabel (not in the released code): +CE(f(x_f), y*) replaces the ascent term; stop when every
@@ -98,12 +100,15 @@ def _l2_clamp(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return delta * (eps / norms).clamp(max=1.0).view(-1, *[1] * (delta.dim() - 1))
 
 
-def targeted_l2_pgd(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, eps: float, step: float, iters: int, generator: torch.Generator, device: str) -> torch.Tensor:
-    """advertorch L2PGDAttack(targeted=True, rand_init=True, clip [0, 1]) on a batch in pixel space."""
+def targeted_l2_pgd(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, eps: float, step: float, iters: int, generator: torch.Generator, device: str, out_of_time=None) -> torch.Tensor:
+    """advertorch L2PGDAttack(targeted=True, rand_init=True, clip [0, 1]) on a batch in pixel space;
+    `out_of_time()` true ends the iterations early (after at least one)."""
     model.eval()
     x, targets = x.to(device), targets.to(device)
     delta = _l2_clamp(torch.rand(x.shape, generator=generator).to(device) - x, eps)
-    for _ in range(iters):
+    for iteration in range(iters):
+        if iteration and out_of_time is not None and out_of_time():
+            break
         delta.requires_grad_(True)
         with autocast(device):
             loss = F.cross_entropy(model(x + delta).float(), targets, reduction="sum")
@@ -122,16 +127,24 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, con
     eps, step = config["eps"], config["eps_step"]
     images, targets, sources = [], [], []
     batch = config["adv_batch_size"]
+    out_of_time = attack_clock(timer, config.get("adv_budget_share", DEFAULTS["adv_budget_share"]))
     for round_index in range(config["adv_per_instance"]):
-        if round_index and timer is not None and timer.budget_s is not None and timer.elapsed > config["adv_budget_share"] * timer.budget_s:
+        if round_index and out_of_time():
             break
         round_targets = draw_targets(y, num_classes, config["target_mode"], generator)
         for start in range(0, len(y), batch):
             chunk = slice(start, start + batch)
-            images.append(targeted_l2_pgd(model, x[chunk], round_targets[chunk], eps=eps, step=step, iters=config["pgd_iters"], generator=generator, device=device).cpu())
+            images.append(targeted_l2_pgd(model, x[chunk], round_targets[chunk], eps=eps, step=step, iters=config["pgd_iters"], generator=generator, device=device, out_of_time=out_of_time).cpu())
         targets.append(round_targets)
         sources.append(torch.arange(len(y)))
     return torch.cat(images), torch.cat(targets), torch.cat(sources)
+
+
+def attack_clock(timer: Timer | None, share: float):
+    """A callable, true once the attack has spent `share` of the method's time budget (never without one)."""
+    if timer is None or timer.budget_s is None:
+        return lambda: False
+    return lambda: timer.elapsed > share * timer.budget_s
 
 
 def mas_importance(model: nn.Module, x: torch.Tensor, batch_size: int, device: str) -> dict[str, torch.Tensor]:
@@ -163,14 +176,17 @@ def mas_importance(model: nn.Module, x: torch.Tensor, batch_size: int, device: s
     return normalised
 
 
-def probe_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict, generator: torch.Generator, device: str, probe: int = 32, success: float = 0.9) -> float:
-    """Smallest candidate radius whose targeted attack succeeds on >= `success` of a probe."""
+def probe_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict, generator: torch.Generator, device: str, probe: int = 32, success: float = 0.9, out_of_time=None) -> float:
+    """Smallest candidate radius whose targeted attack succeeds on >= `success` of a probe; out of
+    time, the radius being probed is taken (larger radii succeed more, so the next is not tried)."""
     candidates = sorted(config["eps_candidates"])
     xs, ys = x[:probe], y[:probe]
     targets = draw_targets(ys, num_classes_of(model), config["target_mode"], generator)
     for eps in candidates:
         step = config["eps_step"] or default_step(eps, config["pgd_iters"])
-        adv = targeted_l2_pgd(model, xs, targets, eps=eps, step=step, iters=config["pgd_iters"], generator=generator, device=device)
+        adv = targeted_l2_pgd(model, xs, targets, eps=eps, step=step, iters=config["pgd_iters"], generator=generator, device=device, out_of_time=out_of_time)
+        if out_of_time is not None and out_of_time():
+            return eps
         with torch.no_grad():
             hit = (model(adv).argmax(1).cpu() == targets).float().mean().item()
         if hit >= success:
@@ -178,10 +194,10 @@ def probe_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict, 
     return candidates[-1]
 
 
-def _resolve(config: dict, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, device: str) -> dict:
+def _resolve(config: dict, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, device: str, timer: Timer | None = None) -> dict:
     config = dict(config)
     if config["eps"] is None:
-        config["eps"] = probe_eps(model, x, y, config, generator, device)
+        config["eps"] = probe_eps(model, x, y, config, generator, device, out_of_time=attack_clock(timer, config["adv_budget_share"]))
     if config["eps_step"] is None:
         config["eps_step"] = default_step(config["eps"], config["pgd_iters"])
     return config
@@ -219,7 +235,7 @@ def l2ul(model, forget, *, config, seed, device, goal="misclassify", time_budget
     generator = torch.Generator().manual_seed(seed)
     x_f = to_tensor(forget.images)
     y_f = torch.from_numpy(forget.labels.copy())
-    config = _resolve(config, model, x_f, y_f, generator, device)
+    config = _resolve(config, model, x_f, y_f, generator, device, timer)
     relabel = goal == "relabel"
     y_goal = _relabel_targets(config, len(y_f)) if relabel else y_f
 
