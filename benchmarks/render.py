@@ -102,12 +102,12 @@ def _suite_runs(results: Path) -> str | None:
 
 
 def _targets(results: Path) -> str | None:
-    from benchmarks import methods
+    from benchmarks import methods_report
 
     rows = []
-    found = methods.load_results(results)
+    found = methods_report.load_results(results)
     if found:
-        rows += methods.targets(found)
+        rows += methods_report.targets(found)
     for folder in (results / "quick", results):
         path = folder / "suite.json"
         if path.exists():
@@ -125,11 +125,11 @@ def _targets(results: Path) -> str | None:
 
 
 def sections(results: Path, plots: Path, prefix: str, legacy: bool) -> list[str]:
-    from benchmarks import challenge, methods, scaling
+    from benchmarks import challenge, methods_report, scaling
 
     parts = []
     for name, builder in (
-        ("foundation", None), ("requests_validation", None), ("methods", methods.render), ("challenge", challenge.render),
+        ("foundation", None), ("requests_validation", None), ("methods", methods_report.render), ("challenge", challenge.render),
         ("scaling", scaling.render), ("deletion_flow", None), ("service", None), ("evaluation", None), ("seed_methods", None),
     ):
         if builder is not None:

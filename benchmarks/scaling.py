@@ -91,7 +91,7 @@ def forget_size_curve(plan, device: str, quick: bool, log) -> list[dict]:
 
 def train_size_curve(plan, device: str, quick: bool, log) -> list[dict]:
     from benchmarks import methods as M
-    from benchmarks.peer_methods import load_dataset
+    from benchmarks.datasets import load_dataset
     from forgetflow.methods import unlearn
 
     sizes = (1000, 3000) if quick else (10_000, 30_000, 60_000)

@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `benchmarks` is a top-level folder, not an installed package
 
-from benchmarks import methods, protocol, render, suite  # noqa: E402
+from benchmarks import methods, methods_report, protocol, render, suite  # noqa: E402
 
 TINY = methods.Plan(seeds=1, epochs={"digits": 1, "fashion-mnist": 1}, fmnist_pool=300, fmnist_test=200, max_grid=2, budget_grid=2, ks=(4,), mia_cap=200)
 
@@ -125,7 +125,7 @@ def test_fashion_mnist_budget_group_runs_on_its_larger_pool_under_its_own_name(t
     assert data["meta"]["data"]["train"] == 360  # 400 pooled, 10 % held out for validation
     assert {r["dataset"] for r in data["rows"]} == {"fashion-mnist (0.36k train)"}
     assert {r["scenario"] for r in data["rows"]} == {"random @ 10% time"}
-    assert methods.plot(methods.load_results(tmp_path), tmp_path / "plots")[0].name == "methods_fashion-mnist-0-36k-train.png"
+    assert methods_report.plot(methods_report.load_results(tmp_path), tmp_path / "plots")[0].name == "methods_fashion-mnist-0-36k-train.png"
 
 
 def _row(dataset, scenario, method, **metrics):
@@ -145,7 +145,7 @@ def test_targets_read_every_fashion_mnist_table_and_name_both_anchors():
         _row(name, "class", "svd_projection", test_accuracy=84.0, forget_class_test_accuracy=0.5),
         _row(name, "class", "pgu", test_accuracy=85.0, forget_class_test_accuracy=60.0),
     ]
-    lines = methods.targets([{"rows": rows}])
+    lines = methods_report.targets([{"rows": rows}])
     random_row = next(line for line in lines if "random @ 10% time" in line)
     assert "**gradient_ascent**, Avg. Gap 0.90" in random_row and "noise floor) 0.80" in random_row and "no unlearning, 1.20" in random_row and "**met**" in random_row
     svd = next(line for line in lines if "class: svd_projection" in line)
