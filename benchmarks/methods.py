@@ -345,10 +345,12 @@ class Runner:
 
 
 def run(dataset: str, group: str, *, quick: bool, seeds: int | None, device: str, only: list[str] | None, out: Path, command: str, plan: Plan | None = None,
-        epochs: int | None = None, scenarios: list[str] | None = None, pool: int | None = None) -> dict:
+        epochs: int | None = None, scenarios: list[str] | None = None, pool: int | None = None, replace: bool = False) -> dict:
     """One worker: a dataset's scenario group (or the `scenarios` given) with the plan's sizes; with
     `epochs` the recipe's epochs are overridden, with `pool` the Fashion-MNIST pool (train +
-    validation), and the dataset is labelled with them."""
+    validation), and the dataset is labelled with them. With `replace`, the re-run `scenarios`
+    are taken out of the group's whole-run file (which then says where they went), so no table
+    mixes two runs' seeds."""
     import torch
 
     torch.set_num_threads(1)
@@ -434,7 +436,23 @@ def run(dataset: str, group: str, *, quick: bool, seeds: int | None, device: str
         save()  # after every scenario: a long run leaves usable results
     save()
     log(f"wrote {path} in {meta['seconds']:.0f}s")
+    if replace and scenarios:
+        whole = out / "methods" / f"{prefix}_{group}.json"
+        if whole.exists() and whole != path:
+            supersede(whole, scenarios, f"re-run by `{command}` ({path.name})")
+            log(f"took {', '.join(scenarios)} out of {whole.name}")
     return {"path": str(path), "seconds": meta["seconds"]}
+
+
+def supersede(path: Path, scenarios: list[str], why: str) -> None:
+    """Remove the rows and selections of `scenarios` (misclassify: every k) from a result file,
+    recording `why` in its meta (shown under the tables)."""
+    result = json.loads(path.read_text())
+    gone = lambda label: any(label == s or label.startswith(f"{s} ") for s in scenarios)  # noqa: E731
+    result["rows"] = [r for r in result["rows"] if not gone(r["scenario"])]
+    result["selected"] = {k: v for k, v in result["selected"].items() if not gone(k.rsplit("/", 1)[0])}
+    result["meta"].setdefault("superseded", {}).update({s: why for s in scenarios})
+    path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
 
 
 def deadline_from_env() -> float | None:
@@ -467,9 +485,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs (the dataset is labelled with them)")
     parser.add_argument("--scenarios", nargs="+", default=None, choices=BUDGET + CORE + OTHER, help="run only these scenarios (continual needs random in the same run)")
     parser.add_argument("--pool", type=int, default=None, help="Fashion-MNIST images pooled for train + validation (default: the plan's; the dataset is labelled with its train size)")
+    parser.add_argument("--replace", action="store_true", help="with --scenarios: take those scenarios out of the group's whole-run file, which then names this run")
     args = parser.parse_args(argv)
     command = "python -m benchmarks.methods " + " ".join(argv if argv is not None else sys.argv[1:])
-    run(args.dataset, args.group, quick=args.quick, seeds=args.seeds, device=args.device, only=args.methods, out=args.out, command=command, epochs=args.epochs, scenarios=args.scenarios, pool=args.pool)
+    run(args.dataset, args.group, quick=args.quick, seeds=args.seeds, device=args.device, only=args.methods, out=args.out, command=command, epochs=args.epochs, scenarios=args.scenarios, pool=args.pool, replace=args.replace)
 
 
 if __name__ == "__main__":

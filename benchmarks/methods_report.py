@@ -61,6 +61,8 @@ def to_markdown(results: list[dict]) -> str:
         lines.append(f"- `{env['command']}`: {data}; seeds {env['seeds']} (tuning seed {m['tuning_seed']}); {'QUICK' if env['quick'] else 'full'} mode; device {env['device']}; {m['seconds'] / 60:.1f} min")
         for cut in m.get("cut", []):
             lines.append(f"  - **cut by the suite's deadline:** {cut['scenario']} ran {cut['seeds_run']} of {cut['seeds_planned']} seeds")
+        for scenario, why in m.get("superseded", {}).items():
+            lines.append(f"  - {scenario}: rows taken out of this run, {why}")
     lines += [
         "",
         "Mean ± std over seeds. UA = 100 − forget accuracy, RA = retain accuracy, TA = test accuracy (class requests: retained classes only); "

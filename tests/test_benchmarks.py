@@ -167,3 +167,13 @@ def test_a_partial_rerun_keeps_the_whole_runs_record_and_is_listed_after_it(tmp_
     assert "70.0 min" in render._targets(tmp_path)  # the whole run's time is what the target reads
     suite.write_suite(tmp_path, {**whole, "started": "day 3"})  # a new whole run starts the list afresh
     assert json.loads((tmp_path / "suite.json").read_text())["partial_runs"] == []
+
+
+def test_a_scenario_re_run_replaces_its_rows_in_the_whole_run_file(tmp_path):
+    path = tmp_path / "digits_other.json"
+    rows = [{"scenario": s, "method": "l2ul"} for s in ("class", "misclassify 16", "misclassify 128", "subjects")]
+    path.write_text(json.dumps({"meta": {}, "selected": {"misclassify/l2ul": {}, "class/pgu": {}}, "rows": rows}))
+    methods.supersede(path, ["misclassify"], "re-run by `x` (digits_other-misclassify.json)")
+    result = json.loads(path.read_text())
+    assert [r["scenario"] for r in result["rows"]] == ["class", "subjects"]
+    assert list(result["selected"]) == ["class/pgu"] and "re-run by" in result["meta"]["superseded"]["misclassify"]
