@@ -448,7 +448,10 @@ def supersede(path: Path, scenarios: list[str], why: str) -> None:
     """Remove the rows and selections of `scenarios` (misclassify: every k) from a result file,
     recording `why` in its meta (shown under the tables)."""
     result = json.loads(path.read_text())
-    gone = lambda label: any(label == s or label.startswith(f"{s} ") for s in scenarios)  # noqa: E731
+
+    def gone(label: str) -> bool:  # "misclassify" also matches its rows "misclassify 16", ...
+        return any(label == s or label.startswith(f"{s} ") for s in scenarios)
+
     result["rows"] = [r for r in result["rows"] if not gone(r["scenario"])]
     result["selected"] = {k: v for k, v in result["selected"].items() if not gone(k.rsplit("/", 1)[0])}
     result["meta"].setdefault("superseded", {}).update({s: why for s in scenarios})

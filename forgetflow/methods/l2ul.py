@@ -130,7 +130,7 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, con
     eps, step = config["eps"], config["eps_step"]
     images, targets, sources = [], [], []
     batch = config["adv_batch_size"]
-    out_of_time = attack_clock(timer, config.get("adv_budget_share", DEFAULTS["adv_budget_share"]))
+    out_of_time = attack_clock(timer, config)
     for round_index in range(config["adv_per_instance"]):
         if round_index and out_of_time():
             break
@@ -143,10 +143,12 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, con
     return torch.cat(images), torch.cat(targets), torch.cat(sources)
 
 
-def attack_clock(timer: Timer | None, share: float):
-    """A callable, true once the attack has spent `share` of the method's time budget (never without one)."""
+def attack_clock(timer: Timer | None, config: dict):
+    """A callable, true once the attack has spent `adv_budget_share` of the method's time budget
+    (never without a budget)."""
     if timer is None or timer.budget_s is None:
         return lambda: False
+    share = config.get("adv_budget_share", DEFAULTS["adv_budget_share"])
     return lambda: timer.elapsed > share * timer.budget_s
 
 
@@ -200,7 +202,7 @@ def probe_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: dict, 
 def _resolve(config: dict, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, device: str, timer: Timer | None = None) -> dict:
     config = dict(config)
     if config["eps"] is None:
-        config["eps"] = probe_eps(model, x, y, config, generator, device, out_of_time=attack_clock(timer, config["adv_budget_share"]))
+        config["eps"] = probe_eps(model, x, y, config, generator, device, out_of_time=attack_clock(timer, config))
     if config["eps_step"] is None:
         config["eps_step"] = default_step(config["eps"], config["pgd_iters"])
     return config

@@ -110,9 +110,8 @@ def retain_statistics(model: nn.Module, stats: dict, forget_images: np.ndarray, 
 def projectors(retain_stats: dict, config: dict, class_removal: bool) -> dict[str, torch.Tensor]:
     """P_l = U_k U_k^T for each layer whose gamma is below 1."""
     out = {}
-    default = config["gamma"] if config.get("gamma") is not None else PAPER_GAMMA["classes" if class_removal else "samples"]
     for name, layer in retain_stats["layers"].items():
-        gamma = config["gamma_per_layer"].get(name, default)
+        gamma = config["gamma_per_layer"].get(name, config["gamma"])
         if gamma >= 1.0:
             continue
         k = subspace_size(layer["sigma"], gamma) + (1 if class_removal else 0)
@@ -178,7 +177,7 @@ def pgu(model, forget, *, val, stats, config, seed, device, kind="samples", time
     stopped = f"{config['epochs']} epochs done"
     if not class_removal and log[0]["gap"] > 0:
         return finish(model, timer, config, log, "forget accuracy already below validation accuracy before any update: nothing to unlearn", layer_stats=retain_stats, projected_layers=sorted(proj))
-    previous = copy.deepcopy(model.state_dict())
+    previous = None if class_removal else copy.deepcopy(model.state_dict())
     with progress_bar(config["epochs"], "PGU", progress) as bar:
         for epoch in range(1, config["epochs"] + 1):
             if timer.over_budget():
@@ -203,7 +202,8 @@ def pgu(model, forget, *, val, stats, config, seed, device, kind="samples", time
                 else:
                     stopped = f"val accuracy passed forget accuracy at epoch {epoch}; kept it (smaller |gap|)"
                 break
-            previous = copy.deepcopy(model.state_dict())
+            if not class_removal:  # only the gap rule can hand back the previous epoch
+                previous = copy.deepcopy(model.state_dict())
     if class_removal:
         log[-1]["forget_accuracy"] = split_accuracy(model, forget, device)
     return finish(model, timer, config, log, stopped, layer_stats=retain_stats, projected_layers=sorted(proj))
