@@ -1,6 +1,11 @@
 """Tasks of the deletion flow, one per pipeline stage. Each takes the workspace and the batch ID
 (never sample IDs: those would land in Prefect's database) and calls one step in
-`forgetflow.deletion`. Steps are resumable, so a retried or re-run task does no work twice."""
+`forgetflow.deletion`. Steps are resumable, so a retried or re-run task does no work twice.
+
+No task carries Prefect tags: for every tagged task the task engine asks the server for a tag
+concurrency limit before it starts, and on the SQLite server that write often collides with the
+flow's own event and log writes ("database is locked", a 503 the client retries after 2 s). The
+device limit (`device_slot`) already keeps one unlearning or retraining job per device."""
 
 from __future__ import annotations
 
@@ -30,13 +35,13 @@ def validate_batch(workspace: str, batch_id: str) -> dict:
     return {"valid": len(outputs["valid"]), "rejected": len(outputs["rejected"])}
 
 
-@task(name="version-data", cache_policy=NO_CACHE, tags=["dvc"])
+@task(name="version-data", cache_policy=NO_CACHE)
 def version_batch(workspace: str, batch_id: str) -> dict:
     outputs = pipeline.version_data(*_state(workspace, batch_id))
     return {k: outputs[k] for k in ("md5_before", "md5_after", "removed")}
 
 
-@task(name="unlearn", cache_policy=NO_CACHE, tags=["gpu"])
+@task(name="unlearn", cache_policy=NO_CACHE)
 def unlearn_batch(workspace: str, batch_id: str, method: str | None = None, progress: bool = True) -> dict:
     settings, state = _state(workspace, batch_id)
     with device_slot(settings):
@@ -44,7 +49,7 @@ def unlearn_batch(workspace: str, batch_id: str, method: str | None = None, prog
     return {"parent_version": outputs["parent_version"], "seconds": outputs["seconds"], "methods": [r["method"] for r in outputs["runs"]]}
 
 
-@task(name="retrain-reference", cache_policy=NO_CACHE, tags=["gpu"])
+@task(name="retrain-reference", cache_policy=NO_CACHE)
 def reference_batch(workspace: str, batch_id: str, progress: bool = True) -> dict:
     """Retrain the reference here, or on the deployment FORGETFLOW_REFERENCE_DEPLOYMENT names
     (its own work pool, e.g. GPUs with torchrun); either way the result lands in the batch state."""
@@ -96,7 +101,7 @@ def promote_batch(workspace: str, batch_id: str) -> dict:
     return promotion.promote(*_state(workspace, batch_id))
 
 
-@task(name="erase", cache_policy=NO_CACHE, tags=["dvc"])
+@task(name="erase", cache_policy=NO_CACHE)
 def erase_batch(workspace: str, batch_id: str) -> dict:
     outputs = promotion.erase(*_state(workspace, batch_id))
     return {"verified": outputs["verification"]["ok"], "superseded_versions": outputs["superseded_versions"]}

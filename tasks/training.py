@@ -12,7 +12,7 @@ from forgetflow.params import load_params
 from forgetflow.settings import load_settings
 
 
-@task(name="train-base-model", cache_policy=NO_CACHE, tags=["gpu"])
+@task(name="train-base-model", cache_policy=NO_CACHE)
 def train_base(workspace: str, dataset: str, data_md5: str, progress: bool = True) -> dict:
     settings = load_settings(workspace)
     params = load_params(settings.params_path)

@@ -11,7 +11,7 @@ from forgetflow.settings import load_settings
 
 
 # DVC fails instead of waiting when its repository lock is held, so DVC steps never run twice at once.
-@task(name="version-dataset", cache_policy=NO_CACHE, tags=["dvc"])
+@task(name="version-dataset", cache_policy=NO_CACHE)
 def version_dataset(workspace: str, source: str, source_path: str | None = None, download: bool = False, reimport: bool = False) -> dict:
     settings = load_settings(workspace)
     params = load_params(settings.params_path)
