@@ -177,3 +177,20 @@ def test_a_scenario_re_run_replaces_its_rows_in_the_whole_run_file(tmp_path):
     result = json.loads(path.read_text())
     assert [r["scenario"] for r in result["rows"]] == ["class", "subjects"]
     assert list(result["selected"]) == ["class/pgu"] and "re-run by" in result["meta"]["superseded"]["misclassify"]
+
+
+def test_the_targets_table_also_scores_the_pipeline_scenarios(tmp_path):
+    one = {"overhead_seconds": 10.4, "total_seconds": 16.0}
+    (tmp_path / "deletion_flow.json").write_text(json.dumps({"one_request": one, "hundred_requests": {"total_seconds": 30.0}, "demo_seconds": 45.0}))
+    (tmp_path / "foundation.json").write_text(json.dumps({"help_median": 0.2, "demo_median": 61.0, "targets": {"help_seconds": 1.0, "demo_seconds": 60.0}}))
+    (tmp_path / "service.json").write_text(json.dumps({"latency": [{"latency_s": 30.0, "flow_s": 28.0}, {"latency_s": 50.0, "flow_s": 30.0}], "intake": [{"path": "a", "per_second": 900.0}, {"path": "b", "per_second": 150.0}]}))
+    rows = {line.split(" | ")[0]: line for line in render._targets(tmp_path).splitlines() if line.startswith("| ")}
+    status = {k: v.rsplit("| ", 1)[-1].strip(" |") for k, v in rows.items()}
+    assert status["| deletion flow: pipeline overhead of a one-request batch ≤ 10 s"] == "**not met**"
+    assert status["| deletion flow: 100 requests per batch ≤ 2× one request"] == "**met**"  # 30 / 16 = 1.88
+    assert status["| `forgetflow bootstrap digits` from a fresh workspace ≤ 60 s"] == "**not met**"
+    assert status["| `forgetflow --help` ≤ 1 s"] == "**met**"
+    latency = next(v for k, v in rows.items() if "urgent request" in k)
+    assert "flow + 20.0 s" in latency and latency.endswith("**not met** |")  # the worst request counts
+    intake = next(v for k, v in rows.items() if "intake" in k)
+    assert "150/s (b)" in intake and intake.endswith("**not met** |")  # so does the slowest path
