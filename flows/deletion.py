@@ -4,13 +4,15 @@ resumed first; then the pending requests form a new batch."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from forgetflow.deletion.lock import workspace_lock
 from forgetflow.deletion.promotion import summary_markdown
-from forgetflow.service.limits import ensure_limits, workspace_slot
+from forgetflow.service.limits import device_slot, ensure_limits, workspace_slot
 from forgetflow.settings import load_settings
 from tasks.deletion import (
     close_batch,
@@ -62,8 +64,11 @@ def process_deletions(
                 version_batch(workspace, batch_id)
                 # Sequential on purpose: on one device the two would share it, and a CPU run stays
                 # deterministic; a GPU deployment can send the reference to its own work pool.
-                unlearn_batch(workspace, batch_id, method, progress)
-                reference_batch(workspace, batch_id, progress)
+                # A local reference runs under the unlearning's device slot (one acquisition, not
+                # two); a delegated one must not wait while this flow holds the slot.
+                with nullcontext() if settings.reference_deployment else device_slot(settings):
+                    unlearn_batch(workspace, batch_id, method, progress)
+                    reference_batch(workspace, batch_id, progress)
                 evaluate_batch(workspace, batch_id)
                 register_batch(workspace, batch_id)
                 promote_batch(workspace, batch_id)

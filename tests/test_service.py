@@ -163,6 +163,35 @@ def test_device_slot_admits_one_job_at_a_time(prefect_harness, workspace):
 
 
 @pytest.mark.flow
+@pytest.mark.timeout(90)  # a job that asked again would wait for its own slot: fail, do not hang
+def test_a_job_that_holds_the_device_slot_does_not_ask_for_it_again(prefect_harness, workspace):
+    import threading
+    import time
+
+    from forgetflow.service.limits import device_slot, ensure_limits
+
+    settings = load_settings(workspace)
+    ensure_limits(settings)
+    rival_entered = []
+
+    def rival():
+        with device_slot(settings):
+            rival_entered.append(time.monotonic())
+
+    with device_slot(settings):
+        with device_slot(settings):  # asking again would wait forever on the 1-slot limit
+            thread = threading.Thread(target=rival)
+            thread.start()
+            time.sleep(1.0)
+            assert not rival_entered  # another thread still queues for the slot
+        time.sleep(0.5)
+        assert not rival_entered  # leaving the inner block keeps the outer one's slot
+        released = time.monotonic()
+    thread.join(60)
+    assert rival_entered and rival_entered[0] >= released
+
+
+@pytest.mark.flow
 def test_a_missing_limit_is_an_error_not_unlimited(prefect_harness, workspace, monkeypatch):
     from forgetflow.service.limits import device_slot
 

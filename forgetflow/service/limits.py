@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from forgetflow.service.naming import slug, workspace_id
 from forgetflow.settings import Settings
@@ -51,13 +52,30 @@ def ensure_limits(settings: Settings) -> list[str]:
     return names
 
 
+# Device slots this context already holds: a task inside a flow that holds the slot does not ask
+# again. Each acquisition is a write on the Prefect server, and on SQLite one in two collides with
+# the flow's own event writes and costs a 2 s retry (docs/scale-out.md). Threads start with an
+# empty context, so jobs in other threads or processes still queue for the slot.
+_held_devices: ContextVar[frozenset[str]] = ContextVar("forgetflow_held_devices", default=frozenset())
+
+
 @contextmanager
 def device_slot(settings: Settings):
-    """Hold the device's single slot (waits for it) for one unlearning or retraining job."""
+    """Hold the device's single slot (waits for it) for one unlearning or retraining job; a no-op
+    where this context already holds it."""
+    name = device_limit_name(settings)
+    held = _held_devices.get()
+    if name in held:
+        yield
+        return
     from prefect.concurrency.sync import concurrency
 
-    with concurrency(device_limit_name(settings), occupy=1, strict=True, lease_duration=LEASE_S):
-        yield
+    with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_S):
+        token = _held_devices.set(held | {name})
+        try:
+            yield
+        finally:
+            _held_devices.reset(token)
 
 
 @contextmanager
