@@ -1,7 +1,8 @@
 """Prefect global concurrency limits: one job per compute device, one writer per workspace.
 
-- `device` limit (1 slot): unlearning and the reference retrain each hold it, so one GPU never runs
-  two of them. Named after the host and device, so two machines with `cuda:0` do not block each
+- `device` limit (1 slot): unlearning and the reference retrain hold it, so one GPU never runs
+  two of them (the deletion flow takes it once for both when the reference is retrained
+  locally). Named after the host and device, so two machines with `cuda:0` do not block each
   other; FORGETFLOW_DEVICE_LIMIT overrides the name (e.g. one name per physical GPU in a pool).
 - `workspace` limit (1 slot): a deletion flow holds it for the whole batch. A second run (a trigger
   while a batch runs) waits for the slot instead of failing, so it is queued, not lost, and the
