@@ -293,3 +293,23 @@ def test_a_lost_salt_fails_only_the_subject_request(ws, version):
     lost, plain = validate_requests(ws, ["s-lost", "plain"])
     assert not lost.success and "salt" in lost.error and plain.success
     assert open_ledger(ws).status("s-lost").state == "received"  # retried once the salt is restored
+
+
+def test_a_batch_checks_the_manifest_once_and_reports_it_for_every_request(ws, version, monkeypatch):
+    import forgetflow.validation.validate as V
+
+    train = _train(version)
+    manifest = version.manifest.copy()
+    manifest.loc[manifest["sample_id"] == train[-1], "label"] = 12  # a broken manifest fails every request
+    manifest.to_csv(version.root / "manifest.csv", index=False)
+    for i in range(3):
+        submit(ws, {"request_id": f"m-{i}", "kind": "samples", "ids": train[2 * i : 2 * i + 2], "reason": "t", "requested_by": "p"})
+    built = []
+    real = V.F.manifest_frame
+    monkeypatch.setattr(V.F, "manifest_frame", lambda v: built.append(v) or real(v))
+    outcomes = validate_requests(ws, ["m-0", "m-1", "m-2"])
+    assert len(built) == 1  # not once per request
+    dataset_rules = [[r for r in o.results if r.level == "dataset"] for o in outcomes]
+    assert len(dataset_rules[0]) == 5 and dataset_rules[0] == dataset_rules[1] == dataset_rules[2]
+    assert all("manifest_labels_in_domain" in _failed(o) and not o.success for o in outcomes)
+    assert all("manifest_labels_in_domain" in o.report_path.read_text() for o in outcomes)

@@ -3,7 +3,8 @@
 A passing request gets a `validated` ledger entry (dataset, data version, forget-set counts, hash
 and sample IDs, the validation summary, the report's path and SHA-256); a failing one a `rejected`
 entry naming the failed rules. In a batch every request is validated on its own, so one failing
-request does not hold up the others.
+request does not hold up the others; the dataset's own rules (the manifest) are the same for all of
+them and run once per batch (`DatasetChecks`), which took a quarter of a 100-request batch's time.
 """
 
 from __future__ import annotations
@@ -72,17 +73,39 @@ def validate_requests(settings: Settings, request_ids: list[str], *, dataset: st
     version = current_dataset(settings, dataset)
     limits = load_limits(load_params(settings.params_path))
     context = ephemeral_context()
+    shared = DatasetChecks(version, data_version_of(settings, version), context)
     outcomes = []
     for request_id in request_ids:
         try:
-            outcomes.append(validate_request(settings, request_id, version=version, limits=limits, context=context))
+            outcomes.append(validate_request(settings, request_id, version=version, limits=limits, context=context, shared=shared))
         except ForgetflowError as exc:  # unknown request, wrong state, lost salt: this request only
             outcomes.append(ValidationOutcome(request_id, False, error=exc.message))
     return outcomes
 
 
-def validate_request(settings: Settings, request_id: str, *, version: DatasetVersion | None = None, dataset: str | None = None, limits: ValidationLimits | None = None, context=None) -> ValidationOutcome:
+class DatasetChecks:
+    """What every request of a batch checks the same way: the manifest's own expectations (the
+    "dataset" rules) and the DVC version, computed once per batch instead of once per request. Each
+    request's report and ledger entry still list the dataset rules' results."""
+
+    def __init__(self, version: DatasetVersion, data_version: str | None, context=None):
+        self.version, self.data_version = version, data_version
+        self.context = context or ephemeral_context()
+        self._results: dict[str, RuleResult] = {}
+
+    def results(self, rules: list) -> list[RuleResult]:
+        """The results of these manifest rules, each validated once."""
+        missing = [rule for rule in rules if rule.rule not in self._results]
+        if missing:
+            found = run_rules(missing, {"manifest": F.manifest_frame(self.version)}, name="dataset", context=self.context)
+            self._results.update((r.rule, r) for r in found)
+        return [self._results[rule.rule] for rule in rules]
+
+
+def validate_request(settings: Settings, request_id: str, *, version: DatasetVersion | None = None, dataset: str | None = None, limits: ValidationLimits | None = None, context=None, shared: DatasetChecks | None = None) -> ValidationOutcome:
     version = version or current_dataset(settings, dataset)
+    if shared is not None and shared.version is not version:
+        raise ValueError("validate_request: `shared` checks belong to another dataset version")
     limits = limits or load_limits(load_params(settings.params_path))
     ledger = open_ledger(settings)
     statuses = ledger.statuses()
@@ -100,7 +123,6 @@ def validate_request(settings: Settings, request_id: str, *, version: DatasetVer
         "request": F.request_frame(request, version, salt=salt, erased_ids=erased_ids, erased_subjects=erased_subjects),
         "forget_set": F.forget_set_frame(forget, version),
         "classes": F.classes_frame(forget, version),
-        "manifest": F.manifest_frame(version),
     }
     n_train = int((version.manifest["split"] == "train").sum())
     rules = build_rules(
@@ -112,9 +134,14 @@ def validate_request(settings: Settings, request_id: str, *, version: DatasetVer
         n_train=n_train,
         limits=limits,
     )
-    results = run_rules(rules, frames, name=request_id, context=context)
+    shared = shared or DatasetChecks(version, data_version_of(settings, version), context)
+    per_request = [rule for rule in rules if rule.frame != "manifest"]
+    found = dict(zip((rule.rule for rule in per_request), run_rules(per_request, frames, name=request_id, context=shared.context)))
+    manifest_rules = [rule for rule in rules if rule.frame == "manifest"]
+    found.update(zip((rule.rule for rule in manifest_rules), shared.results(manifest_rules)))
+    results = [found[rule.rule] for rule in rules]  # in the order they are reported
     summary = summarize(results)
-    data_version = data_version_of(settings, version)
+    data_version = shared.data_version
     validated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     report_path = report_dir(settings.workspace) / f"{request_id}.md"
