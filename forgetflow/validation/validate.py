@@ -4,7 +4,8 @@ A passing request gets a `validated` ledger entry (dataset, data version, forget
 and sample IDs, the validation summary, the report's path and SHA-256); a failing one a `rejected`
 entry naming the failed rules. In a batch every request is validated on its own, so one failing
 request does not hold up the others; the dataset's own rules (the manifest) are the same for all of
-them and run once per batch (`DatasetChecks`), which took a quarter of a 100-request batch's time.
+them and run once per batch (`DatasetChecks`); once per request they took about 30 % of the
+validation time of a 100-request batch.
 """
 
 from __future__ import annotations
