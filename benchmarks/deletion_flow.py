@@ -98,7 +98,12 @@ def main(argv: list[str] | None = None) -> None:
     sizes = args.batches or ([1, 10] if args.quick else [1, 10, 100])
     workspace = Path(tempfile.mkdtemp(prefix="forgetflow-bench-"))
     os.environ.setdefault("PREFECT_HOME", str(workspace / ".prefect-home"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from forgetflow.settings import load_settings
+
+    # The CLI's Prefect settings (analytics off, 90 s for the embedded server to start instead of
+    # Prefect's 20 s, which a loaded 2-core machine can exceed).
+    for key, value in load_settings(workspace).prefect_environment().items():
+        os.environ.setdefault(key, value)
     batches, offset = [], 0
     try:
         settings = _prepare(workspace)
