@@ -73,12 +73,11 @@ def validate_requests(settings: Settings, request_ids: list[str], *, dataset: st
     """Validate each request on its own (one GX context for the batch); errors stay per request."""
     version = current_dataset(settings, dataset)
     limits = load_limits(load_params(settings.params_path))
-    context = ephemeral_context()
-    shared = DatasetChecks(version, data_version_of(settings, version), context)
+    shared = DatasetChecks(version, data_version_of(settings, version))
     outcomes = []
     for request_id in request_ids:
         try:
-            outcomes.append(validate_request(settings, request_id, version=version, limits=limits, context=context, shared=shared))
+            outcomes.append(validate_request(settings, request_id, version=version, limits=limits, shared=shared))
         except ForgetflowError as exc:  # unknown request, wrong state, lost salt: this request only
             outcomes.append(ValidationOutcome(request_id, False, error=exc.message))
     return outcomes
@@ -136,10 +135,8 @@ def validate_request(settings: Settings, request_id: str, *, version: DatasetVer
         limits=limits,
     )
     shared = shared or DatasetChecks(version, data_version_of(settings, version), context)
-    per_request = [rule for rule in rules if rule.frame != "manifest"]
-    found = dict(zip((rule.rule for rule in per_request), run_rules(per_request, frames, name=request_id, context=shared.context)))
-    manifest_rules = [rule for rule in rules if rule.frame == "manifest"]
-    found.update(zip((rule.rule for rule in manifest_rules), shared.results(manifest_rules)))
+    per_request = run_rules([rule for rule in rules if rule.frame != "manifest"], frames, name=request_id, context=shared.context)
+    found = {r.rule: r for r in per_request + shared.results([rule for rule in rules if rule.frame == "manifest"])}
     results = [found[rule.rule] for rule in rules]  # in the order they are reported
     summary = summarize(results)
     data_version = shared.data_version
