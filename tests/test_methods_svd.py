@@ -1,5 +1,6 @@
 """SVD projection (Kodge et al.): the projection maths and the paper's 4-Gaussian toy demo."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -10,7 +11,7 @@ from torch import nn
 from forgetflow.methods import unlearn
 from forgetflow.methods._fixtures import make_splits, take, train_small
 from forgetflow.methods.svd_projection import Projector, apply_projection, projection_matrix, retain_sample, scaled_projector
-from forgetflow.training import evaluate
+from forgetflow.training import evaluate, to_tensor
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -138,8 +139,10 @@ def test_digits_class_forgetting_selects_alpha_on_val(digits):
     forget_class = splits.train.labels == 4
     result = unlearn("svd_projection", model, take(splits.train, forget_class), retain=take(splits.train, ~forget_class), val=splits.val, kind="classes", progress=False)
     assert len(result.log) == 25 and result.stopped_because.startswith("alpha selected on val")
-    best = max(result.log, key=lambda row: row["val_score"])
+    scored = [row for row in result.log if "val_score" in row]
+    best = max(scored, key=lambda row: row["val_score"])
     assert (best["alpha_r"], best["alpha_f"]) == (result.config["alpha_r"], result.config["alpha_f"])
+    assert all(row["val_score_at_most"] <= best["val_score"] for row in result.log if "val_score" not in row)
     test_forget = splits.test.labels == 4
     assert evaluate(result.model, take(splits.test, test_forget))["accuracy"] <= 10.0
     assert evaluate(result.model, take(splits.test, ~test_forget))["accuracy"] >= evaluate(model, take(splits.test, ~test_forget))["accuracy"] - 10
@@ -156,3 +159,32 @@ def test_cpu_run_is_deterministic_for_a_seed(digits):
     run = lambda seed: unlearn("svd_projection", model, take(splits.train, forget_class), retain=take(splits.train, ~forget_class), val=splits.val, kind="classes", config={"select_alpha": False, "forget_samples": 50}, seed=seed, progress=False).model.state_dict()
     first, second = run(0), run(0)
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_pruned_alpha_search_picks_the_pair_a_full_evaluation_picks(digits):
+    """The early exit only skips pairs that cannot win: same choice as scoring every pair fully."""
+    from forgetflow.methods.base import Timer
+    from forgetflow.methods.svd_projection import AlphaScorer, search_alpha
+
+    splits, original = digits
+    model = copy.deepcopy(original)  # the projector edits its model in place
+    grid = list(itertools.product([10.0, 30.0, 100.0, 300.0, 1000.0], [1.0, 3.0, 10.0, 30.0, 100.0]))
+    for forget_class in (2, 7):
+        gone = splits.train.labels == forget_class
+        x_retain, x_forget = to_tensor(splits.train.images[~gone][:300]), to_tensor(splits.train.images[gone][:100])
+        projector = Projector(model, x_retain, x_forget, generator=torch.Generator().manual_seed(0))
+        scorer = AlphaScorer(splits.val, np.array([forget_class]), "cpu", chunk=16)
+        chosen, log, _ = search_alpha(projector, scorer, grid, Timer(None))
+        full = []
+        for pair in grid:
+            projector.apply(*pair)
+            full.append(scorer.score(model, best=-1.0))
+        assert all("val_score" in row for row in full)
+        assert chosen == grid[int(np.argmax([row["val_score"] for row in full]))]
+        assert sum("val_score" in row for row in log) < len(grid)  # the early exit did skip work
+        for row, exact in zip(log, full):
+            assert row["val_forget_accuracy"] == exact["val_forget_accuracy"]
+            if "val_score" in row:
+                assert row["val_score"] == exact["val_score"]
+            else:
+                assert exact["val_score"] <= row["val_score_at_most"]
