@@ -117,6 +117,7 @@ def test_class_removal_stops_once_the_class_is_forgotten_on_val(setup):
     config = {"epochs": 40, "lr": 0.5, "end_lr": 0.5, "class_stop_accuracy": 20.0}
     result = unlearn("pgu", model, forget, val=splits.val, stats=stats, kind="classes", config=config, progress=False)
     assert result.config["gamma"] == 0.9  # the class-removal paper default when gamma is None
+    assert result.config["gamma_per_layer"] == {"net.features.0": 0.95}  # ... but the stem keeps 0.95
     assert "forgotten classes" in result.stopped_because, result.stopped_because
     rows = result.log
     assert rows[-1]["val_forget_accuracy"] <= 20.0 < min(r["val_forget_accuracy"] for r in rows[:-1])
@@ -124,3 +125,24 @@ def test_class_removal_stops_once_the_class_is_forgotten_on_val(setup):
     # None runs on past that epoch (the released code's rule), unless the retain rule stops it
     longer = unlearn("pgu", model, forget, val=splits.val, stats=stats, kind="classes", config={**config, "class_stop_accuracy": None, "epochs": len(rows) + 2}, progress=False)
     assert "forgotten classes" not in longer.stopped_because and (len(longer.log) == len(rows) + 3 or "retain accuracy dropped" in longer.stopped_because)
+
+
+def test_class_removal_paper_config_keeps_the_stem_and_a_resnets_layer2_conv1():
+    from forgetflow.layer_stats import projectable_layers
+    from forgetflow.methods.pgu import paper_gamma
+    from forgetflow.models import ModelSpec, build_model
+
+    resnet = list(projectable_layers(build_model(ModelSpec(arch="resnet18", in_channels=1, num_classes=10, image_size=28))))
+    gamma, kept = paper_gamma(resnet, class_removal=True)
+    assert gamma == 0.9 and kept == {"net.conv1": 0.95, "net.layer2.0.conv1": 0.95}  # the released config's two exceptions
+    assert paper_gamma(resnet, class_removal=False) == (0.95, {})
+    cnn = list(projectable_layers(build_model(ModelSpec(arch="small_cnn", in_channels=1, num_classes=10, image_size=28, width=4))))
+    assert paper_gamma(cnn, class_removal=True) == (0.9, {cnn[0]: 0.95})
+
+
+def test_explicit_per_layer_gamma_wins_over_the_paper_config(setup):
+    splits, model, stats, _, _ = setup
+    forget = take(splits.train, splits.train.labels == 2)
+    result = unlearn("pgu", model, forget, val=splits.val, stats=stats, kind="classes", config={"epochs": 1, "gamma_per_layer": {"net.features.0": 1.0}}, progress=False)
+    assert result.config["gamma_per_layer"] == {"net.features.0": 1.0}
+    assert "net.features.0" not in result.extra["projected_layers"]  # 1.0 freezes the layer
