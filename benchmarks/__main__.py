@@ -32,7 +32,13 @@ def _list() -> int:
     return 0
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C, so run_units stops its units on the way out
+
+
 def _run(args) -> int:
+    import signal
+
     from benchmarks import render
     from benchmarks.environment import record
     from benchmarks.suite import SCENARIOS, default_out, plan_units, run_units, units_by_name, write_suite
@@ -65,6 +71,7 @@ def _run(args) -> int:
         os.environ["FORGETFLOW_BENCH_DEADLINE"] = str(deadline)
         log(f"deadline {args.deadline} UTC for the methods scenario's seeds")
     units = plan_units(names)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     report = run_units(units, quick=args.quick, device=device, out=out, seeds=args.seeds, jobs=args.jobs, log=log)
     total = time.perf_counter() - started
     suite = {

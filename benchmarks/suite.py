@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -110,35 +111,55 @@ def run_units(units: list[Unit], *, quick: bool, device: str, out: Path, seeds: 
     names = {u.name for u in units}
     pending = [u for u in units if u.exclusive] + [u for u in units if not u.exclusive]
     running: dict[str, tuple[subprocess.Popen, float, Unit]] = {}
-    while pending or running:
-        for name, (proc, started, unit) in list(running.items()):
-            if proc.poll() is not None:
-                report[name] = {"rc": proc.returncode, "seconds": time.perf_counter() - started, "log": str((logs / f"{name.replace(':', '_')}.log").relative_to(ROOT)) if out.is_relative_to(ROOT) else str(logs / f"{name.replace(':', '_')}.log")}
-                log(f"{name}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} in {report[name]['seconds'] / 60:.1f} min")
-                del running[name]
-        exclusive_busy = any(u.exclusive for _, _, u in running.values())
-        for unit in list(pending):
-            if exclusive_busy or len(running) >= (1 if unit.exclusive else jobs):
-                break
-            if unit.exclusive and running:
-                break
-            if any(dep in names and dep not in report for dep in unit.after):
-                continue
-            pending.remove(unit)
-            if not unit_available(unit):
-                report[unit.name] = {"rc": None, "seconds": 0.0, "skipped": f"{unit.module} does not exist yet"}
-                log(f"{unit.name}: skipped ({unit.module} does not exist yet)")
-                continue
-            command = unit_command(unit, quick=quick, device=device, out=out, seeds=seeds)
-            handle = open(logs / f"{unit.name.replace(':', '_')}.log", "w")  # noqa: SIM115 -- closed with the process
-            handle.write("$ " + " ".join(command[1:]) + "\n")
-            handle.flush()
-            log(f"{unit.name}: started ({' '.join(command[2:])})")
-            running[unit.name] = (subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT), time.perf_counter(), unit)
-            if unit.exclusive:
-                break
-        time.sleep(0.5)
+    try:
+        while pending or running:
+            for name, (proc, started, unit) in list(running.items()):
+                if proc.poll() is not None:
+                    report[name] = {"rc": proc.returncode, "seconds": time.perf_counter() - started, "log": str((logs / f"{name.replace(':', '_')}.log").relative_to(ROOT)) if out.is_relative_to(ROOT) else str(logs / f"{name.replace(':', '_')}.log")}
+                    log(f"{name}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} in {report[name]['seconds'] / 60:.1f} min")
+                    del running[name]
+            exclusive_busy = any(u.exclusive for _, _, u in running.values())
+            for unit in list(pending):
+                if exclusive_busy or len(running) >= (1 if unit.exclusive else jobs):
+                    break
+                if unit.exclusive and running:
+                    break
+                if any(dep in names and dep not in report for dep in unit.after):
+                    continue
+                pending.remove(unit)
+                if not unit_available(unit):
+                    report[unit.name] = {"rc": None, "seconds": 0.0, "skipped": f"{unit.module} does not exist yet"}
+                    log(f"{unit.name}: skipped ({unit.module} does not exist yet)")
+                    continue
+                command = unit_command(unit, quick=quick, device=device, out=out, seeds=seeds)
+                handle = open(logs / f"{unit.name.replace(':', '_')}.log", "w")  # noqa: SIM115 -- closed with the process
+                handle.write("$ " + " ".join(command[1:]) + "\n")
+                handle.flush()
+                log(f"{unit.name}: started ({' '.join(command[2:])})")
+                # its own session: a Ctrl-C reaches the runner alone, which passes on exactly one interrupt
+                running[unit.name] = (subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True), time.perf_counter(), unit)
+                if unit.exclusive:
+                    break
+            time.sleep(0.5)
+    finally:  # interrupted (Ctrl-C, SIGTERM, an error): no unit, nor a server a unit started, outlives the suite
+        stop_units({name: proc for name, (proc, _, _) in running.items()}, log)
     return report
+
+
+def stop_units(running: dict[str, subprocess.Popen], log, grace_s: float = 60.0) -> None:
+    """Interrupt each unit still running (SIGINT: its `finally` blocks stop the servers it started),
+    then kill whatever has not ended within `grace_s`."""
+    for name, proc in running.items():
+        if proc.poll() is None:
+            log(f"{name}: interrupted")
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for proc in running.values():
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def write_suite(out: Path, record: dict) -> Path:

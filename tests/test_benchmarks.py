@@ -194,3 +194,35 @@ def test_the_targets_table_also_scores_the_pipeline_scenarios(tmp_path):
     assert "flow + 20.0 s" in latency and latency.endswith("**not met** |")  # the worst request counts
     intake = next(v for k, v in rows.items() if "intake" in k)
     assert "150/s (b)" in intake and intake.endswith("**not met** |")  # so does the slowest path
+
+
+def test_an_interrupted_suite_lets_each_unit_stop_the_server_it_started(tmp_path):
+    """stop_units interrupts a unit once; the unit's `finally` stops its own server (a process in
+    its own session, as `forgetflow serve` is), and nothing outlives the suite."""
+    import os
+    import subprocess
+    import time
+
+    marker, server_pid = tmp_path / "cleaned-up", tmp_path / "server.pid"
+    unit_source = f"""
+import os, signal, subprocess, sys, time
+server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+open({str(server_pid)!r}, "w").write(str(server.pid))
+try:
+    time.sleep(120)
+finally:
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait()
+    open({str(marker)!r}, "w").write("done")
+"""
+    unit = subprocess.Popen([sys.executable, "-c", unit_source], start_new_session=True)
+    for _ in range(100):
+        if server_pid.exists() and server_pid.read_text():
+            break
+        time.sleep(0.1)
+    messages = []
+    suite.stop_units({"methods:digits:core": unit}, messages.append, grace_s=30)
+    assert unit.returncode is not None and marker.read_text() == "done"
+    assert messages == ["methods:digits:core: interrupted"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(server_pid.read_text()), 0)
