@@ -48,17 +48,21 @@ def freeze_batchnorm(model: nn.Module) -> None:
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, batch_size: int = 512) -> float:
-    """Top-1 accuracy (percent) of float inputs in [0, 1]; model left in eval mode."""
+def count_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, batch_size: int = 512) -> int:
+    """Top-1 hits of float inputs in [0, 1]; model left in eval mode."""
     model.eval()
-    if len(y) == 0:
-        return float("nan")
     correct = 0
     for start in range(0, len(y), batch_size):
         with autocast(device):
             logits = model(x[start : start + batch_size].to(device))
         correct += int((logits.float().argmax(1).cpu() == y[start : start + batch_size].cpu()).sum())
-    return 100.0 * correct / len(y)
+    return correct
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, batch_size: int = 512) -> float:
+    """Top-1 accuracy (percent) of float inputs in [0, 1]; model left in eval mode."""
+    correct = count_correct(model, x, y, device, batch_size)
+    return 100.0 * correct / len(y) if len(y) else float("nan")
 
 
 def split_accuracy(model: nn.Module, split: LoadedSplit | None, device: str, mask: np.ndarray | None = None) -> float:

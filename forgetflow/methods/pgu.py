@@ -28,15 +28,16 @@ Stopping (as the released code):
     served, and further epochs only spend time (a retrained model scores 0 % there too).
 
 Paper defaults: gamma 0.95 for data removal (SmallVGG / CIFAR-10 config). For class removal the
-ResNet-18 / TinyImageNet config: 0.9 on every layer but two, which keep the 0.95 default: conv1,
-the stem that sees the pixels, and layer2[0].conv1 (in another model: its first layer, the stem). `gamma: None` picks by kind; explicit `gamma_per_layer` entries win. lr 0.05 ->
-0.01, eps 0.05, w1 1.0, w2 0.2, 100 epochs, batch 128 in dataset order (class removal: batch 100,
-shuffled). On this project's small CNN both halves of the class config matter: at 0.95 everywhere
-the retain subspaces fill nearly every input direction and the forget loss barely moves in 100
-epochs; at 0.9 everywhere, the stem included, the ascent also moves the low-level features the
-class shares with its neighbours, and on 2 of 5 Fashion-MNIST seeds the retain classes drop 5
-points with the class still at 40 % (BENCHMARKS.md). Where the class's gradients lie inside the
-retain subspace (digits), the projection leaves almost nothing to step with at either value.
+ResNet-18 / TinyImageNet config: 0.9 on every layer but two, which keep the 0.95 default: conv1, the
+stem that sees the pixels, and layer2[0].conv1 (in another model: its first layer, the stem).
+`gamma: None` picks by kind; explicit `gamma_per_layer` entries win. lr 0.05 -> 0.01, eps 0.05, w1
+1.0, w2 0.2, 100 epochs, batch 128 in dataset order (class removal: batch 100, shuffled). On this
+project's small CNN both halves of the class config matter: at 0.95 everywhere the retain subspaces
+fill nearly every input direction and the forget loss barely moves in 100 epochs; at 0.9 everywhere,
+the stem included, the ascent also moves the low-level features the class shares with its
+neighbours, and on 2 of 5 Fashion-MNIST seeds the retain classes drop 5 points with the class still
+at 40 % (BENCHMARKS.md). Where the class's gradients lie inside the retain subspace (digits), the
+projection leaves almost nothing to step with at either value.
 The forget covariance is taken without augmentation, matching the stored statistics, which
 forgetflow computes on un-augmented training images (the paper augments both for class removal).
 

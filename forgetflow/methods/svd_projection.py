@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forgetflow.methods._loops import finish
+from forgetflow.methods._loops import count_correct, finish
 from forgetflow.methods.base import MethodInfo, Timer, register
-from forgetflow.training import autocast, to_tensor
+from forgetflow.training import to_tensor
 
 DEFAULTS = {
     "alpha_r": 100.0,
@@ -198,7 +198,7 @@ class AlphaScorer:
         """{"val_score", "val_retain_accuracy", "val_forget_accuracy"}, or, for a pair that cannot
         beat `best`, {"val_forget_accuracy", "val_score_at_most"} (the bound that ruled it out)."""
         x_f, y_f = self.forget
-        forget_acc = _correct(model, x_f, y_f, self.device) / len(y_f) if len(y_f) else 0.0
+        forget_acc = count_correct(model, x_f, y_f, self.device) / len(y_f) if len(y_f) else 0.0
         ceiling = 1.0 - forget_acc
         x_r, y_r = self.retain
         n = len(y_r)
@@ -209,17 +209,9 @@ class AlphaScorer:
             at_most = (correct + n - start) / n * ceiling
             if at_most <= best:
                 return {"val_forget_accuracy": forget_acc, "val_score_at_most": at_most}
-            correct += _correct(model, x_r[start : start + self.chunk], y_r[start : start + self.chunk], self.device)
+            correct += count_correct(model, x_r[start : start + self.chunk], y_r[start : start + self.chunk], self.device)
         retain_acc = correct / n
         return {"val_score": retain_acc * ceiling, "val_retain_accuracy": retain_acc, "val_forget_accuracy": forget_acc}
-
-
-@torch.no_grad()
-def _correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str) -> int:
-    model.eval()
-    with autocast(device):
-        logits = model(x.to(device))
-    return int((logits.float().argmax(1).cpu() == y).sum())
 
 
 def search_alpha(projector: Projector, scorer: AlphaScorer, grid: list[tuple[float, float]], timer: Timer, *, progress: bool = False):
