@@ -9,6 +9,8 @@
 
 The device comes from --device, else the FORGETFLOW_DEVICE setting, else auto (CUDA when present).
 A CUDA run writes to benchmarks/results/gpu/, which fills BENCHMARKS.md's "GPU figures" section.
+Ctrl-C (or SIGTERM) interrupts every running unit once and waits for it, so the servers a unit
+started (the service unit's `forgetflow serve`) stop with it.
 """
 
 from __future__ import annotations
