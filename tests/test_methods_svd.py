@@ -167,9 +167,9 @@ def test_pruned_alpha_search_picks_the_pair_a_full_evaluation_picks(digits):
     from forgetflow.methods.svd_projection import AlphaScorer, search_alpha
 
     splits, original = digits
-    model = copy.deepcopy(original)  # the projector edits its model in place
     grid = list(itertools.product([10.0, 30.0, 100.0, 300.0, 1000.0], [1.0, 3.0, 10.0, 30.0, 100.0]))
     for forget_class in (2, 7):
+        model = copy.deepcopy(original)  # the projector edits its model in place
         gone = splits.train.labels == forget_class
         x_retain, x_forget = to_tensor(splits.train.images[~gone][:300]), to_tensor(splits.train.images[gone][:100])
         projector = Projector(model, x_retain, x_forget, generator=torch.Generator().manual_seed(0))
