@@ -202,8 +202,8 @@ class AlphaScorer:
         ceiling = 1.0 - forget_acc
         x_r, y_r = self.retain
         n = len(y_r)
-        if n == 0:
-            return {"val_score": ceiling, "val_retain_accuracy": float("nan"), "val_forget_accuracy": forget_acc}
+        if n == 0:  # no retain signal: no pair can be chosen on val, the configured pair stays
+            return {"val_score": float("nan"), "val_retain_accuracy": float("nan"), "val_forget_accuracy": forget_acc}
         correct = 0
         for start in range(0, n, self.chunk):
             at_most = (correct + n - start) / n * ceiling
