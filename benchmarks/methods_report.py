@@ -129,6 +129,51 @@ def targets(results: list[dict]) -> list[str]:
             drop = original["test_accuracy"] - e["test_accuracy"]
             met = e["forget_class_test_accuracy"] <= 1.0 and drop <= 2.0
             out.append(f"| {dataset} class: {method} forget-class test acc ≤ 1 % and retain-class acc within 2 points of the original | forget-class {e['forget_class_test_accuracy']:.2f} ± {e['forget_class_test_accuracy_std']:.2f} %, retain-class drop {drop:.2f} (mean over seeds) | {'**met**' if met else '**not met**'} |")
+    return out + seed_method_targets([r for res in results for r in res["rows"]])
+
+
+# Issue 4's targets for the seed-paper methods, each checked per seed against that seed's own
+# reference and original: (method, scenarios, target text, the misses of one row).
+def _svd_misses(row: dict, reference: dict, original: dict) -> list[str]:
+    drop = original["test_accuracy"] - row["test_accuracy"]
+    return [m for m, bad in ((f"class {row['forget_class_test_accuracy']:.1f} %", row["forget_class_test_accuracy"] > 1.0), (f"retain −{drop:.1f}", drop > 2.0), (f"time {100 * row['time_ratio']:.0f} %", row["time_ratio"] > 0.02)) if bad]
+
+
+def _pgu_misses(row: dict, reference: dict, original: dict) -> list[str]:
+    gaps = {name: abs(row[f"{name}_accuracy"] - reference[f"{name}_accuracy"]) for name in ("forget", "retain", "test")}
+    return [f"Δ{name} {gap:.1f}" for name, gap in gaps.items() if gap > 2.0] + ([f"time {100 * row['time_ratio']:.0f} %"] if row["time_ratio"] > 0.10 else [])
+
+
+def _l2ul_misses(row: dict, reference: dict, original: dict) -> list[str]:
+    return [m for m, bad in ((f"forget {row['forget_accuracy']:.0f} %", row["forget_accuracy"] > 0.0), (f"test −{row['test_drop']:.1f}", row["test_drop"] > 2.0), (f"time {100 * row['time_ratio']:.0f} %", row["time_ratio"] > 0.05)) if bad]
+
+
+SEED_METHOD_TARGETS = (
+    ("svd_projection", ("class",), "forget-class test acc ≤ 1 %, retain-class acc within 2 points of the original, ≤ 2 % of the retrain's time", _svd_misses),
+    ("pgu", ("random", "random @ 10% time"), "forget, retain and test acc each within 2 points of the reference, ≤ 10 % of the retrain's time", _pgu_misses),
+    ("l2ul", ("misclassify 16", "misclassify 64", "misclassify 128"), "forget acc 0 %, test drop ≤ 2 points, ≤ 5 % of the retrain's time", _l2ul_misses),
+)
+
+
+def seed_method_targets(rows: list[dict]) -> list[str]:
+    """One target row per seed-paper method and table: the seeds that meet all of issue 4's target,
+    and the most frequent misses (a miss names the metric and its value on that seed)."""
+    by_key = {(r["dataset"], r["scenario"], r["seed"], r["method"]): r for r in rows}
+    out = []
+    for method, scenarios, target, misses_of in SEED_METHOD_TARGETS:
+        for dataset, scenario in sorted({(r["dataset"], r["scenario"]) for r in rows if r["method"] == method and r["scenario"] in scenarios}):
+            verdicts = []
+            for row in sorted((r for r in rows if (r["dataset"], r["scenario"], r["method"]) == (dataset, scenario, method)), key=lambda r: r["seed"]):
+                reference = by_key.get((dataset, scenario, row["seed"], "retrain (reference)"))
+                original = by_key.get((dataset, scenario, row["seed"], "original (no unlearning)"))
+                if reference is not None and original is not None:
+                    verdicts.append((row["seed"], misses_of(row, reference, original)))
+            if not verdicts:
+                continue
+            passed = sum(not misses for _, misses in verdicts)
+            detail = "; ".join(f"seed {seed}: {', '.join(misses)}" for seed, misses in verdicts if misses)
+            measured = f"{passed} of {len(verdicts)} seeds meet all" + (f" (misses: {detail})" if detail else "")
+            out.append(f"| {dataset} {scenario}: {method} (issue 4) {target} | {measured} | {'**met**' if passed == len(verdicts) else '**not met**'} |")
     return out
 
 

@@ -5,6 +5,11 @@ input: the input vector for linear layers, and for conv layers each patch of the
 with the layer's kernel, dilation and padding at stride 1. Accumulated in float64 over one pass of
 the (augmented, if the recipe augments) training set, model in eval mode with Dropout active,
 as the paper's code does. Stored as the eigenbasis U and sigma = sqrt(eigenvalues).
+
+A conv layer's sum is formed from float32 products over short pieces (one image's patches, or a
+block of rows; `row_gram`) added into the float64 total. That agrees with the all-float64 product
+to about 1e-6 relative or better and costs about half as much on a CPU, where these sums were most
+of PGU's set-up per request.
 """
 
 from __future__ import annotations
@@ -28,6 +33,33 @@ def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return patches.transpose(1, 2).reshape(-1, patches.shape[1])
 
 
+# float32 products are summed in float64 in pieces this size, so each float32 sum stays short
+GRAM_CHUNK_ELEMENTS = 1 << 24  # per-image products: images per chunk x D x D, about 64 MB
+ROWS_PER_PRODUCT = 16384  # flat product: rows per block
+
+
+def row_gram(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Sum of the representation rows' outer products of one layer input, float64 (D, D).
+
+    Linear: the float64 product of the rows. Conv: float32 products summed in float64, either per
+    image (P P^T, P the image's (D, positions) patches: no (rows, D) copy) when an image has at
+    least D positions, or over blocks of rows when it has fewer (then the per-image products would
+    be short and their float64 sum would cost as much as they do)."""
+    if isinstance(module, nn.Linear):
+        rows = layer_rows(module, x).double()
+        return rows.T @ rows
+    patches = F.unfold(x.float(), module.kernel_size, dilation=module.dilation, padding=module.padding, stride=1)
+    _, d, positions = patches.shape
+    total = torch.zeros(d, d, dtype=torch.float64, device=x.device)
+    if positions >= d:
+        for chunk in patches.split(max(1, GRAM_CHUNK_ELEMENTS // (d * d))):
+            total += torch.bmm(chunk, chunk.transpose(1, 2)).double().sum(0)
+    else:
+        for block in patches.transpose(1, 2).reshape(-1, d).split(ROWS_PER_PRODUCT):
+            total += (block.T @ block).double()
+    return total
+
+
 @torch.no_grad()
 def accumulate_covariance(model: nn.Module, batches, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Sum of row outer products per layer (float64) over an iterable of input batches."""
@@ -36,8 +68,7 @@ def accumulate_covariance(model: nn.Module, batches, device: str = "cpu") -> dic
 
     def hook_for(name):
         def hook(module, inputs, _output):
-            rows = layer_rows(module, inputs[0].detach()).double()
-            update = rows.T @ rows
+            update = row_gram(module, inputs[0].detach())
             sums[name] = sums[name] + update if name in sums else update
 
         return hook

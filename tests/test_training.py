@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from forgetflow import layer_stats
 from forgetflow.data.store import LoadedSplit
 from forgetflow.data.sources import load_source
 from forgetflow.layer_stats import compute_layer_stats, covariance_from_stats, layer_rows, projectable_layers
@@ -82,6 +83,19 @@ def test_schedules():
     assert lr_at(0, cosine) == pytest.approx(0.1) and lr_at(5, cosine) == pytest.approx(0.05)
     exp = TrainParams(lr=0.1, epochs=11, schedule="exponential", final_lr_ratio=0.01)
     assert lr_at(10, exp) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize("channels, size, chunk", [(3, 12, 1 << 24), (3, 12, 81), (40, 4, 1 << 24)])
+def test_row_gram_matches_the_float64_product_of_the_rows(channels, size, chunk, monkeypatch):
+    """Per-image products (27 dims, 144 positions; one image per chunk too) and row blocks (360
+    dims, 16 positions) both give the float64 sum of the unfolded rows' outer products."""
+    monkeypatch.setattr(layer_stats, "GRAM_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(layer_stats, "ROWS_PER_PRODUCT", 7)  # blocks that do not divide the rows
+    conv = torch.nn.Conv2d(channels, 4, 3, padding=1)
+    x = torch.randn(5, channels, size, size, generator=torch.Generator().manual_seed(0))
+    rows = layer_rows(conv, x).double()
+    direct = rows.T @ rows
+    assert torch.allclose(layer_stats.row_gram(conv, x), direct, rtol=0, atol=1e-6 * float(direct.abs().max()))
 
 
 def test_layer_stats_reconstruct_the_input_covariance(digits):

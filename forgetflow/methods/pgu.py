@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from forgetflow.layer_stats import accumulate_covariance, covariance_from_stats, eigenbasis, projectable_layers
-from forgetflow.methods._loops import batch_tensors, finish, freeze_batchnorm, index_batches, progress_bar, split_accuracy
+from forgetflow.methods._loops import batch_tensors, budget_spent, finish, freeze_batchnorm, index_batches, progress_bar, split_accuracy
 from forgetflow.methods.base import MissingInputError, MethodInfo, Timer, register
 from forgetflow.training import autocast, to_tensor
 
@@ -176,6 +176,8 @@ def pgu(model, forget, *, val, stats, config, seed, device, kind="samples", time
         freeze_batchnorm(model)  # BN statistics and affine frozen; Dropout stays active (G4)
         total, seen = 0.0, 0
         for index in index_batches(len(forget.labels), batch_size, generator if class_removal else None):
+            if budget_spent(timer):  # overshoot the budget by at most one step, as the other methods
+                break
             x, y = batch_tensors(forget, index, device)
             with autocast(device):
                 loss = forget_loss(model(x), y, config["eps"], config["w1"], config["w2"])
@@ -199,6 +201,10 @@ def pgu(model, forget, *, val, stats, config, seed, device, kind="samples", time
                 stopped = f"time budget of {timer.budget_s:.1f}s reached after {epoch - 1} epochs"
                 break
             row = {"epoch": epoch, "lr": lr, "loss": step_epoch(lr)}
+            if timer.over_budget():  # cut within the epoch: no evaluation, the model as it is now
+                log.append(row)
+                stopped = f"time budget of {timer.budget_s:.1f}s reached in epoch {epoch}"
+                break
             lr *= decay
             row.update(measure())
             log.append(row)
