@@ -179,17 +179,17 @@ def sections(results: Path, plots: Path, prefix: str, legacy: bool) -> list[str]
     parts = []
     for name, builder in (
         ("foundation", None), ("requests_validation", None), ("methods", methods_report.render), ("challenge", challenge.render),
-        ("scaling", scaling.render), ("deletion_flow", None), ("service", None), ("evaluation", None), ("seed_methods", None),
+        ("scaling", scaling.render), ("deletion_flow", None), ("service", None), ("evaluation", None),
     ):
         if builder is not None:
             text = builder(results, plots, prefix)
-        elif name in ("evaluation", "seed_methods") and not legacy:
+        elif name == "evaluation" and not legacy:
             text = None
         else:
             path = results / f"{name}.md"
             text = path.read_text().rstrip() + "\n" if path.exists() else None
-            if text and name in ("evaluation", "seed_methods"):
-                title = {"evaluation": "Evaluation speed (issue 6): earlier run, not part of the suite", "seed_methods": "Seed-paper methods: earlier detailed run (targets per method), not re-run by the suite"}[name]
+            if text and name == "evaluation":
+                title = "Evaluation speed (issue 6): earlier run, not part of the suite"
                 text = f"## {title}\n\n" + _nest(_nest(text)) if text.startswith("# ") else f"## {title}\n\n" + _nest(text)
         if text:
             parts.append(_nest(text) if text.startswith("# ") else text)

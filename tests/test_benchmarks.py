@@ -153,6 +153,24 @@ def test_targets_read_every_fashion_mnist_table_and_name_both_anchors():
     assert svd.startswith(f"| {name} class") and svd.endswith("| **met** |") and pgu.endswith("| **not met** |")
 
 
+def test_seed_method_targets_are_checked_per_seed_against_that_seeds_reference():
+    """Issue 4's targets: a seed meets one only when every check holds on it; misses say how many
+    seeds and the range of the values."""
+    rows = []
+    for seed, (forget_acc, ratio) in enumerate([(88.0, 0.05), (95.0, 0.05), (88.0, 0.30)]):
+        rows += [
+            {**_row("digits", "random", "retrain (reference)", forget_accuracy=87.0), "seed": seed},
+            {**_row("digits", "random", "original (no unlearning)", forget_accuracy=99.0, time_ratio=0.0), "seed": seed},
+            {**_row("digits", "random", "pgu", forget_accuracy=forget_acc, time_ratio=ratio), "seed": seed},
+        ]
+    rows.append({**_row("digits", "random", "pgu"), "seed": 3})  # no reference for this seed: not scored
+    pgu = methods_report.seed_method_targets(rows)
+    assert len(pgu) == 1 and pgu[0].startswith("| digits random: pgu (issue 4)")
+    assert "1 of 3 seeds meet all; missed: forget-acc gap 8.0 points on 1, time 30.0 % on 1 | **not met** |" in pgu[0]
+    rows = [r for r in rows if r["seed"] == 0]
+    assert methods_report.seed_method_targets(rows)[0].endswith("1 of 1 seeds meet all | **met** |")
+
+
 def test_a_partial_rerun_keeps_the_whole_runs_record_and_is_listed_after_it(tmp_path):
     env = {"quick": False, "device": "cpu", "cpu_count": 2, "command": "python -m benchmarks run", "commit": "abc"}
     whole = {"environment": env, "scenarios": ["methods"], "partial": False, "started": "day 1", "total_seconds": 4200.0, "units": {"methods:digits:core": {"rc": 0, "seconds": 300.0}}}
