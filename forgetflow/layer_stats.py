@@ -34,7 +34,7 @@ def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 # float32 products are summed in float64 in pieces this size, so each float32 sum stays short
-GRAM_CHUNK_ELEMENTS = 1 << 24  # per-image products: images per chunk x D x D, about 64 MB
+GRAM_CHUNK_ELEMENTS = 1 << 24  # per-image products: images per chunk x D x D (64 MB in float32, twice that in float64)
 ROWS_PER_PRODUCT = 16384  # flat product: rows per block
 
 
