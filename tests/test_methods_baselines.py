@@ -81,17 +81,10 @@ def test_time_budget_is_checked_between_steps_not_only_between_epochs(setup, mon
     import importlib
 
     from forgetflow.methods import _loops
-    from forgetflow.methods.base import Timer
-
-    class SpentAfterChecks(Timer):  # deterministic stand-in for the clock: spent after 4 checks
-        checks = 0
-
-        def over_budget(self) -> bool:
-            SpentAfterChecks.checks += 1
-            return SpentAfterChecks.checks > 4
+    from forgetflow.methods._fixtures import timer_spent_after
 
     module = importlib.import_module(f"forgetflow.methods.{name}")
-    monkeypatch.setattr(module, "Timer", SpentAfterChecks)
+    monkeypatch.setattr(module, "Timer", timer_spent_after(4))
     steps = []
     real = _loops.batch_tensors
     monkeypatch.setattr(_loops, "batch_tensors", lambda *a, **k: steps.append(1) or real(*a, **k))

@@ -153,18 +153,11 @@ def test_a_budget_spent_mid_epoch_stops_after_the_current_step(setup, monkeypatc
     """Like the other methods, PGU checks its budget between steps; the cut epoch is logged
     without an evaluation and ends the run."""
     from forgetflow.methods import pgu as module
-    from forgetflow.methods.base import Timer
-
-    class SpentAfterChecks(Timer):  # deterministic stand-in for the clock: spent after 4 checks
-        checks = 0
-
-        def over_budget(self) -> bool:
-            SpentAfterChecks.checks += 1
-            return SpentAfterChecks.checks > 4
+    from forgetflow.methods._fixtures import timer_spent_after
 
     steps = []
     real = module.batch_tensors
-    monkeypatch.setattr(module, "Timer", SpentAfterChecks)
+    monkeypatch.setattr(module, "Timer", timer_spent_after(4))
     monkeypatch.setattr(module, "batch_tensors", lambda *a, **k: steps.append(1) or real(*a, **k))
     splits, model, stats, forget, _ = setup
     result = unlearn("pgu", model, forget, val=splits.val, stats=stats, config={"epochs": 10, "batch_size": 16}, time_budget_s=1.0, progress=False)

@@ -83,3 +83,18 @@ def train_small(splits: Splits, *, width: int = 16, epochs: int = 10, seed: int 
 
     recipe = TrainParams(epochs=epochs, seed=seed)
     return train_model(small_cnn_spec(splits, width), recipe, train or splits.train, splits.val, seed=seed, progress=progress)
+
+
+def timer_spent_after(checks: int):
+    """A `Timer` class whose budget counts as spent after `checks` budget checks: a deterministic
+    stand-in for the clock, to test where a method looks at its budget."""
+    from forgetflow.methods.base import Timer
+
+    class SpentAfterChecks(Timer):
+        seen = 0
+
+        def over_budget(self) -> bool:
+            SpentAfterChecks.seen += 1
+            return SpentAfterChecks.seen > checks
+
+    return SpentAfterChecks
