@@ -49,3 +49,34 @@ def test_imagefolder_with_mixed_sizes_is_rejected(tmp_path):
     (tmp_path / "more" / "b").rename(tmp_path / "pets" / "b")
     with pytest.raises(DataSourceError, match="different shapes"):
         load_source("imagefolder", tmp_path / "pets")
+
+
+def test_two_workers_staging_the_same_idx_files_at_once_both_succeed(tmp_path, monkeypatch):
+    """Benchmark workers start side by side on an empty cache: the second one stages the same files
+    while the first is still copying. Each writes its own temporary file and renames it into place."""
+    import gzip
+
+    from forgetflow.data import sources
+
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for i, name in enumerate(sources._MNIST_FILES):
+        with gzip.open(folder / f"{name}.gz", "wb") as f:
+            f.write(bytes([i]) * 1000)
+    cache = tmp_path / "cache"
+    copy = sources.shutil.copyfileobj
+    interrupted = []
+
+    def copy_while_another_worker_stages(src, dst, *args):
+        if not interrupted:  # the other worker runs to the end in the middle of our first copy
+            interrupted.append(True)
+            sources._stage_idx_files("fashion-mnist", folder, cache)
+        copy(src, dst, *args)
+
+    monkeypatch.setattr(sources.shutil, "copyfileobj", copy_while_another_worker_stages)
+    sources._stage_idx_files("fashion-mnist", folder, cache)
+    raw = cache / "FashionMNIST" / "raw"
+    assert interrupted
+    assert sorted(p.name for p in raw.iterdir()) == sorted(sources._MNIST_FILES)  # no temporary file left
+    for i, name in enumerate(sources._MNIST_FILES):
+        assert (raw / name).read_bytes() == bytes([i]) * 1000

@@ -7,7 +7,9 @@ because forgetflow runs where the network may be closed.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +67,20 @@ _MNIST_FILES = {
 }
 
 
+def _copy_atomically(open_source, target: Path) -> None:
+    """Write through a temporary file of this process's own and rename it into place, so that
+    processes staging the same dataset side by side (benchmark workers, parallel tests) never share
+    a temporary file nor read a half-written one."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as dst, open_source() as src:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _stage_idx_files(source: str, folder: Path, cache_dir: Path) -> Path:
     """Lay out IDX files (plain or .gz) the way torchvision expects: <root>/<Class>/raw/<name>."""
     class_dir = "FashionMNIST" if source == "fashion-mnist" else "MNIST"
@@ -77,12 +93,9 @@ def _stage_idx_files(source: str, folder: Path, cache_dir: Path) -> Path:
             continue
         plain, packed = folder / name, folder / f"{name}.gz"
         if plain.exists():
-            shutil.copyfile(plain, target)
+            _copy_atomically(lambda: open(plain, "rb"), target)
         elif packed.exists():
-            tmp = target.with_suffix(".partial")
-            with gzip.open(packed, "rb") as src, open(tmp, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            tmp.replace(target)
+            _copy_atomically(lambda: gzip.open(packed, "rb"), target)
         else:
             missing.append(name)
     if missing:
