@@ -80,3 +80,4 @@ def test_two_workers_staging_the_same_idx_files_at_once_both_succeed(tmp_path, m
     assert sorted(p.name for p in raw.iterdir()) == sorted(sources._MNIST_FILES)  # no temporary file left
     for i, name in enumerate(sources._MNIST_FILES):
         assert (raw / name).read_bytes() == bytes([i]) * 1000
+        assert (raw / name).stat().st_mode & 0o777 == 0o644  # readable by the cache's other users

@@ -75,6 +75,7 @@ def _copy_atomically(open_source, target: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as dst, open_source() as src:
             shutil.copyfileobj(src, dst)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from its other users
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
