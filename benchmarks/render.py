@@ -42,7 +42,7 @@ assertions.
   and retain sets.
 - **Scenarios.** 10 % random samples; the same under a time budget of 10 % of the retrain
   (`random @ 10% time`: every method, tuning included, stops at the first optimizer step past the
-  budget (PGU at the first epoch past it; SSD's one-shot dampening, Fisher estimates included, cannot
+  budget (PGU too, which checks between its steps; SSD's one-shot dampening, Fisher estimates included, cannot
   stop early); its grid adds 1- and 2-epoch variants, and only configs whose tuning run took ≤ 10 % of
   the tuning seed's retrain compete); subjects (all samples
   of 10 % of the 4-sample synthetic subjects, the importer's rule); one class; misclassify 16 / 64 /
