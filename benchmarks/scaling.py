@@ -196,7 +196,8 @@ def plot(result: dict, batching: dict | None, folder: Path) -> list[Path]:
     _curve(ax, rows, "train_size", ["retrain", *SIZE_METHODS])
     for r in rows:
         if r["method"] == "retrain" and r["how"] != "measured":
-            ax.annotate("extrapolated", (r["train_size"], r["seconds"]), fontsize=7)
+            # below and left of the point, clear of the line and of the plot's right edge
+            ax.annotate("extrapolated", (r["train_size"], r["seconds"]), xytext=(-8, -12), textcoords="offset points", ha="right", fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("training-set size (log)")
     ax.set_ylabel("wall time (s, log)")
