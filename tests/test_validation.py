@@ -313,3 +313,24 @@ def test_a_batch_checks_the_manifest_once_and_reports_it_for_every_request(ws, v
     assert len(dataset_rules[0]) == 5 and dataset_rules[0] == dataset_rules[1] == dataset_rules[2]
     assert all("manifest_labels_in_domain" in _failed(o) and not o.success for o in outcomes)
     assert all("manifest_labels_in_domain" in o.report_path.read_text() for o in outcomes)
+
+
+def test_a_batch_reads_the_ledger_once_and_still_sees_earlier_erasures(ws, version, monkeypatch):
+    from forgetflow.requests.ledger import Ledger
+
+    train = _train(version)
+    submit(ws, {"request_id": "gone", "kind": "samples", "ids": train[:2], "reason": "t", "requested_by": "p"})
+    assert validate_requests(ws, ["gone"])[0].success
+    open_ledger(ws).append("erased", "gone", sample_ids=train[:2])
+    for rid, ids in (("l-0", train[2:4]), ("l-1", train[1:3]), ("l-2", train[4:6])):
+        submit(ws, {"request_id": rid, "kind": "samples", "ids": ids, "reason": "t", "requested_by": "p"})
+    folds = []
+    real = Ledger.statuses
+    monkeypatch.setattr(Ledger, "statuses", lambda self: folds.append(1) or real(self))
+    # l-0 named twice: the second validation sees the first's entry, as it would one batch later
+    outcomes = validate_requests(ws, ["l-0", "l-1", "l-2", "l-0"])
+    assert len(folds) == 1  # not once per request: each read folds the whole ledger
+    assert [(o.request_id, o.success) for o in outcomes] == [("l-0", True), ("l-1", False), ("l-2", True), ("l-0", True)]
+    assert _failed(outcomes[1]) == {"ids_not_erased"}  # sample train[1] went with "gone"
+    assert [e["event"] for e in open_ledger(ws).status("l-0").history] == ["received", "validated", "validated"]
+    assert open_ledger(ws).verify().ok

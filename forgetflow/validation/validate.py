@@ -5,7 +5,7 @@ and sample IDs, the validation summary, the report's path and SHA-256); a failin
 entry naming the failed rules. In a batch every request is validated on its own, so one failing
 request does not hold up the others; the dataset's own rules (the manifest) are the same for all of
 them and run once per batch (`DatasetChecks`); once per request they took about 30 % of the
-validation time of a 100-request batch.
+validation time of a 100-request batch. The ledger is read once per batch too (`LedgerSnapshot`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from forgetflow.data.store import DatasetVersion
 from forgetflow.errors import ConfigError, ForgetflowError
 from forgetflow.params import load_params
 from forgetflow.requests.intake import open_ledger
+from forgetflow.requests.ledger import Ledger, RequestStatus
 from forgetflow.requests.pseudonyms import workspace_salt
 from forgetflow.requests.resolution import ForgetSet, RecordedRequest, resolve
 from forgetflow.requests.schema import RequestError
@@ -74,10 +75,11 @@ def validate_requests(settings: Settings, request_ids: list[str], *, dataset: st
     version = current_dataset(settings, dataset)
     limits = load_limits(load_params(settings.params_path))
     shared = DatasetChecks(version, data_version_of(settings, version))
+    snapshot = LedgerSnapshot.read(settings)
     outcomes = []
     for request_id in request_ids:
         try:
-            outcomes.append(validate_request(settings, request_id, version=version, limits=limits, shared=shared))
+            outcomes.append(validate_request(settings, request_id, version=version, limits=limits, shared=shared, snapshot=snapshot))
         except ForgetflowError as exc:  # unknown request, wrong state, lost salt: this request only
             outcomes.append(ValidationOutcome(request_id, False, error=exc.message))
     return outcomes
@@ -102,14 +104,36 @@ class DatasetChecks:
         return [self._results[rule.rule] for rule in rules]
 
 
-def validate_request(settings: Settings, request_id: str, *, version: DatasetVersion | None = None, dataset: str | None = None, limits: ValidationLimits | None = None, context=None, shared: DatasetChecks | None = None) -> ValidationOutcome:
+@dataclass
+class LedgerSnapshot:
+    """The ledger as a batch's validation starts: every request's status, and the samples and
+    subjects earlier requests erased. Read once per batch: read per request, parsing and folding the
+    whole ledger cost 0.37 s per request at 20,100 entries and made a batch O(batch × ledger).
+    Validating a request appends only that request's own entry, so the snapshot stays true for the
+    rest of the batch; each request's own history is checked again under the ledger lock."""
+
+    ledger: Ledger
+    statuses: dict[str, RequestStatus]
+    erased_ids: set[int]
+    erased_subjects: set[str]
+
+    @classmethod
+    def read(cls, settings: Settings) -> "LedgerSnapshot":
+        ledger = open_ledger(settings)
+        statuses = ledger.statuses()
+        # Only requests in state `erased` count, and a request being validated never is one.
+        erased_ids, erased_subjects = F.erased_targets(statuses)
+        return cls(ledger, statuses, erased_ids, erased_subjects)
+
+
+def validate_request(settings: Settings, request_id: str, *, version: DatasetVersion | None = None, dataset: str | None = None, limits: ValidationLimits | None = None, context=None, shared: DatasetChecks | None = None, snapshot: LedgerSnapshot | None = None) -> ValidationOutcome:
     version = version or current_dataset(settings, dataset)
     if shared is not None and shared.version is not version:
         raise ValueError("validate_request: `shared` checks belong to another dataset version")
     limits = limits or load_limits(load_params(settings.params_path))
-    ledger = open_ledger(settings)
-    statuses = ledger.statuses()
-    status = statuses.get(request_id)
+    snapshot = snapshot or LedgerSnapshot.read(settings)
+    ledger = snapshot.ledger
+    status = snapshot.statuses.get(request_id)
     if status is None:
         raise RequestError(f"no request {request_id} in the ledger", "list requests with `forgetflow request list`")
     if status.state not in VALIDATABLE_STATES:
@@ -118,9 +142,8 @@ def validate_request(settings: Settings, request_id: str, *, version: DatasetVer
     salt = workspace_salt(settings.state_dir, create=False) if request.kind == "subjects" else None
 
     forget = resolve(request, version, salt=salt)
-    erased_ids, erased_subjects = F.erased_targets({k: v for k, v in statuses.items() if k != request_id})
     frames = {
-        "request": F.request_frame(request, version, salt=salt, erased_ids=erased_ids, erased_subjects=erased_subjects),
+        "request": F.request_frame(request, version, salt=salt, erased_ids=snapshot.erased_ids, erased_subjects=snapshot.erased_subjects),
         "forget_set": F.forget_set_frame(forget, version),
         "classes": F.classes_frame(forget, version),
     }
@@ -163,8 +186,10 @@ def validate_request(settings: Settings, request_id: str, *, version: DatasetVer
         if now is None or now.history[-1]["seq"] != status.history[-1]["seq"]:
             raise RequestError(f"request {request_id} changed while it was being validated", "run the validation again")
         if summary["success"]:
-            ledger.append("validated", request_id, sample_ids=forget.sample_ids, **record)
+            entry = ledger.append("validated", request_id, sample_ids=forget.sample_ids, **record)
         else:
-            ledger.append("rejected", request_id, reason="failed expectations: " + ", ".join(r["rule"] for r in summary["failed_rules"]), **record)
+            entry = ledger.append("rejected", request_id, reason="failed expectations: " + ", ".join(r["rule"] for r in summary["failed_rules"]), **record)
+    status.history.append(entry)  # the snapshot follows its own batch's appends (a request named twice)
+    status.state = entry["event"]
     return ValidationOutcome(request_id, summary["success"], summary, results, forget, report_path)
 
