@@ -334,3 +334,64 @@ def test_a_batch_reads_the_ledger_once_and_still_sees_earlier_erasures(ws, versi
     assert _failed(outcomes[1]) == {"ids_not_erased"}  # sample train[1] went with "gone"
     assert [e["event"] for e in open_ledger(ws).status("l-0").history] == ["received", "validated", "validated"]
     assert open_ledger(ws).verify().ok
+
+
+def _alone(rules, frames, context):
+    """Each rule's declared expectation run by GX on this request's frame alone: what a batch must
+    reproduce for every request in it."""
+    from forgetflow.validation.suites import _observed, import_gx
+
+    gx, gxe = import_gx()
+    source = context.data_sources.add_pandas(name=f"alone-{len(context.data_sources.all())}")
+    out = {}
+    for rule in rules:
+        batch = source.add_dataframe_asset(name=rule.rule).add_batch_definition_whole_dataframe(name=rule.rule).get_batch(batch_parameters={"dataframe": frames[rule.frame]})
+        suite = gx.ExpectationSuite(name=rule.rule, expectations=[getattr(gxe, rule.expectation)(**rule.kwargs)])
+        [result] = batch.validate(suite, result_format="BASIC").results
+        info = result.result
+        counts = {key: int(info[key]) for key in ("element_count", "unexpected_count", "missing_count") if key in info}
+        if "observed_value" in info:
+            counts["observed_value"] = _observed(info["observed_value"])
+        out[rule.rule] = (bool(result.success), counts)
+    return out
+
+
+def test_a_batch_gives_each_request_the_verdicts_and_counts_of_its_own_validation(ws, version, gx_context, monkeypatch):
+    import forgetflow.validation.suites as S
+    from forgetflow.validation.validate import LedgerSnapshot, prepare
+    from forgetflow.validation.limits import load_limits
+    from forgetflow.params import load_params
+
+    _set_limits(ws, max_forget_fraction=0.2)
+    train, subject = _train(version), version.manifest["subject_id"].iloc[5]
+    labels = version.manifest.set_index("sample_id").loc[train[:3], "label"].tolist()
+    requests = {
+        "ok": dict(kind="samples", ids=train[:4]),
+        "dupes": dict(kind="samples", ids=[train[4], train[4], train[5], 10**7, 10**7 + 1]),
+        "empty": dict(kind="samples", ids=[10**8]),
+        "big": dict(kind="samples", ids=train[10 : 10 + int(0.2 * len(train)) + 1]),
+        "ok-2": dict(kind="samples", ids=train[2:6]),  # overlaps "ok" and "dupes": unique within a request only
+        "subj": dict(kind="subjects", ids=[subject, subject, "nobody"]),
+        "cls": dict(kind="classes", ids=["3", 3, "11", 42]),  # two unknown classes: nulls are not repeats
+        "cls-ok": dict(kind="classes", ids=[5]),
+        "relabel": dict(kind="samples", goal="relabel", ids=train[:3], new_labels=[labels[0], "no-class", (labels[2] + 1) % 10]),
+    }
+    for rid, request in requests.items():
+        submit(ws, {"request_id": rid, "reason": "t", "requested_by": "p", **request})
+    snapshot = LedgerSnapshot.read(ws)
+    limits = load_limits(load_params(ws.params_path))
+    prepared = [prepare(ws, rid, version=version, limits=limits, snapshot=snapshot) for rid in requests]
+    runs = []
+    real = S._run_group
+    monkeypatch.setattr(S, "_run_group", lambda *a, **k: runs.append(1) or real(*a, **k))
+    batched = S.run_batch([(p.checked_rules, p.frames) for p in prepared], name="t", context=gx_context)
+    assert len(runs) == 4  # one GX run per frame for each kind of request: samples, relabel, subjects, classes
+    for p, results in zip(prepared, batched):
+        alone = _alone(p.checked_rules, p.frames, gx_context)
+        assert {r.rule: (r.success, r.counts) for r in results} == alone, p.request_id
+        assert not any(r.error for r in results)
+    failed = {p.request_id: {r.rule for r in results if not r.success} for p, results in zip(prepared, batched)}
+    assert failed["ok"] == failed["ok-2"] == failed["cls-ok"] == set()
+    assert failed["dupes"] == {"ids_unique", "ids_exist"} and failed["empty"] == {"ids_exist", "forget_set_not_empty"}
+    assert "max_forget_fraction" in failed["big"] and failed["subj"] == {"ids_unique", "subjects_exist"}
+    assert failed["cls"] == {"ids_unique", "classes_exist"} and failed["relabel"] == {"relabel_changes_label", "relabel_targets_valid"}

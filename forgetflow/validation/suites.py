@@ -3,9 +3,9 @@
 Each expectation carries a `rule` (a stable name used in the ledger, the report and tests) and a
 level: `request` (the request makes sense for this dataset version), `forget_set` (the data to be
 forgotten is what the manifest says), `safety` (limits from params.yaml) and `dataset` (the version
-itself is sane). Results are run with `result_format="BASIC"` and then reduced to counts: BASIC still
-carries `partial_unexpected_list` (the offending values, e.g. sample IDs), which never leaves this
-module.
+itself is sane). A batch of requests is validated with one suite per frame for all the requests
+that share their rules (`run_batch`). GX's results name the offending values (e.g. sample IDs);
+they are reduced here to each request's counts, and no value leaves this module.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from forgetflow.requests.resolution import RecordedRequest
 from forgetflow.validation.limits import ValidationLimits
 
 LEVELS = ("request", "forget_set", "safety", "dataset")
-# Only these result keys are kept: counts, never values.
-_COUNT_KEYS = ("element_count", "unexpected_count", "missing_count")
 
 
 @dataclass(frozen=True)
@@ -160,41 +158,120 @@ def _batch_definition(context, frame_name: str):
     return definitions[frame_name]
 
 
-def run_rules(rules: list[Rule], frames: dict[str, pd.DataFrame], *, name: str, context=None) -> list[RuleResult]:
-    """One suite per frame, validated on that frame's batch; results reduced to counts.
+REQUEST_KEY = "_request"  # the batch frames' column that says which request a row belongs to
 
-    Suites are built in code for each request and validated directly on the batch (they are not
-    stored in the context: an ephemeral context keeps nothing anyway, and storing costs time).
+# Table-level rules judge one number per request (a row count, a column sum, a count of distinct
+# values). In a batch, pandas computes that number for every request and the rule is checked row by
+# row on the `aggregates` frame (one row per request) with the same bounds.
+_AGGREGATES = {
+    "ExpectTableRowCountToBeBetween": lambda groups, kwargs: groups.size(),
+    "ExpectColumnSumToBeBetween": lambda groups, kwargs: groups[kwargs["column"]].sum(),
+    "ExpectColumnUniqueValueCountToBeBetween": lambda groups, kwargs: groups[kwargs["column"]].nunique(),
+}
+_RESULT_FORMAT = {"result_format": "COMPLETE", "unexpected_index_column_names": [REQUEST_KEY], "return_unexpected_index_query": False}
+
+
+def run_batch(items: list[tuple[list[Rule], dict[str, pd.DataFrame]]], *, name: str, context=None) -> list[list[RuleResult]]:
+    """Each item's rules on its own frames, with one GX validation per frame for every item that has
+    the same rules: the frames are stacked with a request column and each request's verdict and
+    counts are read back from the unexpected rows that GX names. Built per item, a suite cost about
+    0.1 s of GX set-up per frame, most of a 100-request batch's validation time.
+
+    Suites are built in code and validated directly on the batch (they are not stored in the
+    context: an ephemeral context keeps nothing anyway, and storing costs time).
     """
     gx, gxe = import_gx()
     context = context or ephemeral_context()
-    suffix = f"{name}-{next(_run_counter)}"
-    by_rule: dict[str, RuleResult] = {}
-    for frame_name in dict.fromkeys(rule.frame for rule in rules):
-        frame_rules = [rule for rule in rules if rule.frame == frame_name]
-        expectations = [getattr(gxe, rule.expectation)(**rule.kwargs, meta={"rule": rule.rule}) for rule in frame_rules]
-        suite = gx.ExpectationSuite(name=f"{frame_name}-{suffix}", expectations=expectations)
-        batch = _batch_definition(context, frame_name).get_batch(batch_parameters={"dataframe": frames[frame_name]})
-        outcome = batch.validate(suite, result_format="BASIC")
+    groups: dict[tuple, list[int]] = {}
+    for index, (rules, _) in enumerate(items):
+        groups.setdefault(tuple(_signature(rule) for rule in rules), []).append(index)
+    out: list[list[RuleResult]] = [[] for _ in items]
+    for members in groups.values():
+        rules = items[members[0]][0]
+        found = _run_group(gx, gxe, context, rules, [items[i][1] for i in members], suffix=f"{name}-{next(_run_counter)}")
+        for index, results in zip(members, found):
+            out[index] = results
+    return out
+
+
+def _signature(rule: Rule) -> tuple:
+    return (rule.rule, rule.level, rule.frame, rule.expectation, repr(sorted(rule.kwargs.items())), rule.description)
+
+
+def _run_group(gx, gxe, context, rules: list[Rule], frames: list[dict[str, pd.DataFrame]], *, suffix: str) -> list[list[RuleResult]]:
+    n = len(frames)
+    stacked = {name: pd.concat([f[name].assign(**{REQUEST_KEY: k}) for k, f in enumerate(frames)], ignore_index=True) for name in dict.fromkeys(rule.frame for rule in rules)}
+    aggregates = pd.DataFrame({REQUEST_KEY: range(n)})
+    checked: dict[str, list[tuple[Rule, object]]] = {}  # frame -> (rule, the expectation run for it)
+    for rule in rules:
+        if rule.expectation in _AGGREGATES:
+            values = _AGGREGATES[rule.expectation](stacked[rule.frame].groupby(REQUEST_KEY), rule.kwargs)
+            aggregates[rule.rule] = values.reindex(range(n), fill_value=0).to_numpy()
+            bounds = {key: value for key, value in rule.kwargs.items() if key != "column"}
+            expectation = gxe.ExpectColumnValuesToBeBetween(column=rule.rule, **bounds, meta={"rule": rule.rule})
+            checked.setdefault("aggregates", []).append((rule, expectation))
+        elif rule.expectation == "ExpectColumnValuesToBeUnique":  # unique within each request
+            expectation = gxe.ExpectCompoundColumnsToBeUnique(column_list=[REQUEST_KEY, rule.kwargs["column"]], ignore_row_if="any_value_is_missing", meta={"rule": rule.rule})
+            checked.setdefault(rule.frame, []).append((rule, expectation))
+        else:
+            checked.setdefault(rule.frame, []).append((rule, getattr(gxe, rule.expectation)(**rule.kwargs, meta={"rule": rule.rule})))
+    stacked["aggregates"] = aggregates
+    per_request: list[dict[str, RuleResult]] = [{} for _ in range(n)]
+    for frame_name, pairs in checked.items():
+        frame = stacked[frame_name]
+        suite = gx.ExpectationSuite(name=f"{frame_name}-{suffix}", expectations=[expectation for _, expectation in pairs])
+        batch = _batch_definition(context, frame_name).get_batch(batch_parameters={"dataframe": frame})
+        outcome = batch.validate(suite, result_format=_RESULT_FORMAT)
+        rule_of = {rule.rule: rule for rule, _ in pairs}
         for result in outcome.results:
-            rule = next(r for r in frame_rules if r.rule == result.expectation_config.meta["rule"])
-            by_rule[rule.rule] = _reduce(rule, result)
-    return [by_rule[rule.rule] for rule in rules]
+            rule = rule_of[result.expectation_config.meta["rule"]]
+            for k, reduced in enumerate(_split(rule, result, frame, n, aggregate=frame_name == "aggregates")):
+                per_request[k][rule.rule] = reduced
+    return [[found[rule.rule] for rule in rules] for found in per_request]
 
 
-def _reduce(rule: Rule, result) -> RuleResult:
-    """Keep the verdict and the counts; drop partial_unexpected_list and any other values."""
+def _split(rule: Rule, result, frame: pd.DataFrame, n: int, *, aggregate: bool) -> list[RuleResult]:
+    """One batched result as each request's own: its rows, its unexpected rows, its missing values;
+    an aggregate rule reports the request's number as the observed value. The offending values GX
+    returns are counted here and dropped."""
     info = result.result or {}
-    counts = {key: int(info[key]) for key in _COUNT_KEYS if _is_number(info.get(key))}
-    observed = info.get("observed_value")
-    if _is_number(observed):  # table-level expectations observe a count or a sum, never a value
-        counts["observed_value"] = int(observed) if isinstance(observed, numbers.Integral) else round(float(observed), 6)
-    error = None
+    error = _error_of(result)
+    unexpected = [0] * n
+    for row in info.get("unexpected_index_list") or []:
+        unexpected[int(row[REQUEST_KEY])] += 1
+    if error is None and sum(unexpected) != info.get("unexpected_count", 0):
+        error = "Great Expectations did not name every unexpected row"
+    if error is None and not result.success and not any(unexpected):
+        error = "failed without naming an unexpected row"
+    if aggregate:
+        counts = [{"observed_value": _observed(value)} for value in frame[rule.rule]]
+    else:
+        keys = frame[REQUEST_KEY]
+        sizes = keys.value_counts().reindex(range(n), fill_value=0)
+        missing = _missing(rule, frame).groupby(keys).sum().reindex(range(n), fill_value=0) if "missing_count" in info else None
+        counts = [{"element_count": int(sizes[k]), "unexpected_count": unexpected[k], **({"missing_count": int(missing[k])} if missing is not None else {})} for k in range(n)]
+    if error is not None:
+        counts = [{} for _ in range(n)]
+    return [RuleResult(rule.rule, rule.level, rule.expectation, rule.description, error is None and unexpected[k] == 0, counts[k], error) for k in range(n)]
+
+
+def _missing(rule: Rule, frame: pd.DataFrame) -> pd.Series:
+    """The rows GX leaves out of a rule as missing: a null in its column; both nulls for a pair."""
+    if "column" in rule.kwargs:
+        return frame[rule.kwargs["column"]].isna()
+    return frame[rule.kwargs["column_A"]].isna() & frame[rule.kwargs["column_B"]].isna()
+
+
+def _observed(value):
+    return int(value) if isinstance(value, numbers.Integral) else round(float(value), 6)
+
+
+def _error_of(result) -> str | None:
     exception = getattr(result, "exception_info", None) or {}
     if exception.get("raised_exception"):
         message = str(exception.get("exception_message") or "error")
-        error = message.splitlines()[0][:200]
-    return RuleResult(rule.rule, rule.level, rule.expectation, rule.description, bool(result.success) and error is None, counts, error)
+        return message.splitlines()[0][:200]
+    return None
 
 
 def _is_number(value) -> bool:
