@@ -73,6 +73,9 @@ def stop(process: subprocess.Popen, timeout_s: float = 20.0) -> None:
         pass
 
 
+_prefect_servers: dict[str, subprocess.Popen] = {}  # API URL -> its `prefect server start` process
+
+
 @contextmanager
 def prefect_server(home: Path, env: dict):
     """`prefect server start` on a free port, SQLite under `home`; yields the API URL."""
@@ -83,7 +86,23 @@ def prefect_server(home: Path, env: dict):
     with background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], server_env, log) as process:
         api_url = f"http://127.0.0.1:{port}/api"
         wait_until(lambda: _healthy(f"{api_url}/health"), 180, "prefect server", process=process, log=log)
-        yield api_url
+        _prefect_servers[api_url] = process
+        try:
+            yield api_url
+        finally:
+            del _prefect_servers[api_url]
+
+
+@contextmanager
+def frozen(api_url: str):
+    """The Prefect server of `api_url` stopped (SIGSTOP) for the block: requests wait unanswered in
+    its socket, as on a server too busy to answer, and are served once the block ends."""
+    group = _prefect_servers[api_url].pid  # the server and its children share one process group
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(group, signal.SIGCONT)
 
 
 @contextmanager

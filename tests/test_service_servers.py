@@ -2,15 +2,20 @@
 tracking server, `forgetflow serve` and a process worker (issue 8).
 
 One module-scoped set-up (servers + a bootstrapped digits workspace) is shared by the tests, which
-run in order: urgent triggers while serving, a restart that keeps the schedule and runs it, then the
-same flow through a work pool with `serve` stopped.
+run in order: urgent triggers while serving, a restart that keeps the schedule and runs it, the
+same flow through a work pool with `serve` stopped, then stopping runs that hold the workspace slot.
+Each test leaves no run behind that holds a slot, so the next one never waits for a lease to expire.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -18,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import make_workspace
-from localservers import BIN, background, mlflow_server, prefect_server, wait_until
+from localservers import BIN, background, frozen, mlflow_server, prefect_server, stop, wait_until
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(900)]
 
@@ -36,7 +41,15 @@ def stack(tmp_path_factory):
         env.update(PREFECT_API_URL=api_url, FORGETFLOW_MLFLOW_TRACKING_URI=tracking_uri)
         workspace = make_workspace(root / "ws")
         cli(env, "bootstrap", "digits", "-w", str(workspace))
-        yield {"env": env, "api": api_url, "mlflow": tracking_uri, "ws": workspace, "root": root}
+        yield {"env": env, "api": api_url, "mlflow": tracking_uri, "ws": workspace, "root": root, "train_ids": original_train_ids(workspace)}
+
+
+def original_train_ids(workspace: Path) -> list[int]:
+    """Read once, before any batch runs: opening a dataset version removes staging folders
+    (`store.recover`), among them the one a running batch is writing."""
+    from forgetflow.data.store import DatasetVersion
+
+    return [int(i) for i in DatasetVersion(workspace / "data" / "digits").load("train").sample_ids]
 
 
 def cli(env: dict, *args: str) -> str:
@@ -77,6 +90,33 @@ def run_named(stack, name: str) -> dict | None:
     return runs[0] if runs else None
 
 
+def served_deployment_ids(stack) -> list[str]:
+    deployments = httpx.post(f"{stack['api']}/deployments/filter", json={}, timeout=10).json()
+    return [d["id"] for d in deployments if d["name"].startswith(("batch-", "urgent-")) and "-on-" not in d["name"]]
+
+
+def runs_in_flight(stack, deployment_ids: list[str]) -> list[dict]:
+    return flow_runs(stack, deployment_id={"any_": deployment_ids}, state={"type": {"any_": ["PENDING", "RUNNING", "CANCELLING"]}})
+
+
+def unfinished_runs(stack, deployment_ids: list[str]) -> list[dict]:
+    """Runs of the deployments that are started or due to start now."""
+    due = flow_runs(stack, deployment_id={"any_": deployment_ids}, state={"type": {"any_": ["SCHEDULED"]}}, next_scheduled_start_time={"before_": datetime.now(timezone.utc).isoformat()})
+    return runs_in_flight(stack, deployment_ids) + due
+
+
+def workspace_slots_taken(stack) -> int:
+    from forgetflow.service.limits import workspace_limit_name
+    from forgetflow.settings import load_settings
+
+    name = workspace_limit_name(load_settings(stack["ws"]))
+    response = httpx.get(f"{stack['api']}/v2/concurrency_limits/{name}", timeout=10)
+    if response.status_code == 404:  # no flow or serve has created it yet
+        return 0
+    response.raise_for_status()
+    return response.json()["active_slots"]
+
+
 def champion_version(stack) -> int:
     from mlflow import MlflowClient
 
@@ -84,10 +124,8 @@ def champion_version(stack) -> int:
 
 
 def train_ids(stack, n: int, skip: int = 0) -> str:
-    from forgetflow.data.store import DatasetVersion
-
-    ids = DatasetVersion(Path(stack["ws"]) / "data" / "digits").load("train").sample_ids
-    return ",".join(str(int(i)) for i in ids[skip : skip + n])
+    """IDs `skip` to `skip + n` of the bootstrapped train split (tests take disjoint ranges)."""
+    return ",".join(str(i) for i in stack["train_ids"][skip : skip + n])
 
 
 @pytest.fixture(scope="module")
@@ -153,12 +191,14 @@ def test_schedule_survives_a_restart_and_runs_batches(stack, serve_log):
         inbox.mkdir(parents=True, exist_ok=True)
         (inbox / "e.json").write_text(json.dumps({"request_id": "inbox-e", "kind": "samples", "ids": [int(i) for i in train_ids(stack, 3, skip=22).split(",")], "reason": "test", "requested_by": "pytest"}))
         wait_until(lambda: all(ledger_state(stack, r) == "erased" for r in ("regular-c", "inbox-e")), FLOW_TIMEOUT_S, "a scheduled batch to erase the regular requests", interval_s=2, process=serving, log=serve_log)
-        # The ledger says "erased" before the run reports COMPLETED: wait for that while serve still
-        # runs it (stopping serve first left it unfinished on a loaded machine).
-        def completed_batch():
-            return [r for r in flow_runs(stack) if r["name"].startswith("batch-") and r["state_type"] == "COMPLETED"]
-
-        wait_until(completed_batch, 60, "the scheduled deployment's run to complete", interval_s=1, process=serving, log=serve_log)
+        # The ledger says "erased" before the run finishes, and every 8 s another scheduled run
+        # starts: stop the schedule (pausing deletes its scheduled runs) and let serve finish the
+        # runs it started, so none is killed holding the workspace slot.
+        httpx.post(f"{stack['api']}/deployments/{batch['id']}/pause_deployment", timeout=10).raise_for_status()
+        wait_until(lambda: not unfinished_runs(stack, served_deployment_ids(stack)), FLOW_TIMEOUT_S, "the served runs to finish", interval_s=1, process=serving, log=serve_log)
+    batch_runs = flow_runs(stack, deployment_id={"any_": [batch["id"]]})
+    assert "COMPLETED" in {r["state_type"] for r in batch_runs}, "a scheduled run completed"
+    assert not [r["name"] for r in batch_runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]
     assert {batch_of(stack, "regular-c"), batch_of(stack, "inbox-e")} != {batch_of(stack, "urgent-d")}
     params["service"] = {"batch_interval_s": 3600}  # quiet schedule for the next test
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -179,3 +219,57 @@ def test_deletion_flow_runs_on_a_process_worker(stack):
         wait_until(lambda: state() in ("COMPLETED", "FAILED", "CRASHED"), FLOW_TIMEOUT_S, "the pool run to finish", interval_s=2, process=worker, log=log)
     assert state() == "COMPLETED"
     assert ledger_state(stack, "pooled-f") == "erased"
+
+
+def test_ctrl_c_on_serve_stops_its_runs_and_frees_the_workspace_slot(stack, serve_log):
+    """Ctrl-C signals the whole process group. serve must stop its runs the graceful way (they exit
+    and release their slots), not let them be SIGKILLed, which leaves them RUNNING with their slots
+    taken until the leases expire."""
+    assert workspace_slots_taken(stack) == 0, "an earlier test left the workspace slot taken"
+    with start_serve(stack, serve_log) as serving:
+        wait_serving(stack, serving, serve_log)
+        submit(stack, "urgent-g", train_ids(stack, 4, skip=40), urgent=True)
+        wait_until(lambda: workspace_slots_taken(stack) == 1, FLOW_TIMEOUT_S, "a served run to take the workspace slot", process=serving, log=serve_log)
+        os.killpg(serving.pid, signal.SIGINT)
+        serving.wait(timeout=90)
+    assert not [r["name"] for r in runs_in_flight(stack, served_deployment_ids(stack))], "runs left unfinished by serve"
+    assert workspace_slots_taken(stack) == 0, "the stopped runs released the workspace slot"
+
+
+# Takes the workspace slot when told to on stdin and holds it; exits on SIGTERM, as a flow run does.
+SLOT_TAKER = """
+import signal, sys, time
+from forgetflow.service.limits import ensure_limits, workspace_slot
+from forgetflow.settings import load_settings
+
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+settings = load_settings(sys.argv[1])
+ensure_limits(settings)
+print("slot taker ready", flush=True)
+sys.stdin.readline()
+with workspace_slot(settings):
+    time.sleep(600)
+"""
+
+
+def test_a_process_stopped_while_its_slot_is_being_granted_does_not_keep_it(stack):
+    """SIGTERM while the request for the slot waits on a busy server: the process must exit
+    either without the slot or after giving it back, never leaving a grant nobody releases."""
+    assert workspace_slots_taken(stack) == 0, "an earlier test left the workspace slot taken"
+    log = stack["root"] / "slot-taker.log"
+    with open(log, "ab") as out:
+        taker = subprocess.Popen([sys.executable, "-c", SLOT_TAKER, str(stack["ws"])], env=stack["env"], stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "slot taker ready" in log.read_text(), 120, "the slot taker to start", process=taker, log=log)
+        with frozen(stack["api"]):
+            taker.stdin.write(b"take it\n")
+            taker.stdin.flush()
+            time.sleep(1.0)  # the request for the slot now waits in the frozen server's socket
+            taker.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+        taker.wait(timeout=60)
+        time.sleep(1.0)  # a request the server got from a process that has exited is served by now
+    finally:
+        stop(taker)
+    assert taker.returncode == 128 + signal.SIGTERM, "the taker exited on SIGTERM"
+    assert workspace_slots_taken(stack) == 0, "the stopped process left the workspace slot taken"

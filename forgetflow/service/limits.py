@@ -10,18 +10,30 @@
 
 Both are taken with `strict=True`: a missing limit is an error, never a silently unlimited run, and
 `ensure_limits` creates them (idempotently) at service start-up and at the start of every flow.
+
+A slot is a lease: Prefect renews it while the holder lives, and the server frees it once a dead
+holder (SIGKILL, a lost machine) stops renewing. A run that is stopped (SIGTERM from `forgetflow
+serve`, a worker or a cancel; Ctrl-C) releases its slots itself: termination signals wait while a
+slot is being granted or released, because one that lands in the middle of that API call leaves the
+slot taken until the lease expires (a grant nobody knows of, or a release that never happened).
 """
 
 from __future__ import annotations
 
+import signal
 import socket
-from contextlib import contextmanager
+import threading
+import time
+from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 
 from forgetflow.service.naming import slug, workspace_id
 from forgetflow.settings import Settings
 
-LEASE_S = 300  # Prefect renews the lease while the holder lives; a dead holder frees the slot after this
+# The server's minimum lease. Prefect renews it every 45 s (3/4 of it) while the holder lives, and the
+# server revokes an expired one within its repossessor interval (15 s), so a dead holder's slot is
+# free again after at most ~75 s.
+LEASE_S = 60
 
 
 def device_limit_name(settings: Settings) -> str:
@@ -53,6 +65,68 @@ def ensure_limits(settings: Settings) -> list[str]:
     return names
 
 
+_DEFERRED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def _signals_deferred():
+    """Deliver SIGTERM and SIGINT only when the block is done. Python runs signal handlers in the
+    main thread only, so a block in another thread cannot be interrupted and needs nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {}
+    try:
+        for signum in _DEFERRED_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is not None:  # None: set outside Python, so it could not be put back
+                previous[signum] = handler
+                signal.signal(signum, lambda caught, _frame: received.append(caught))
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in received:
+            signal.raise_signal(signum)  # the restored handler runs now (Prefect's raises TerminationSignal)
+
+
+def _retry_after_s(error: Exception) -> float | None:
+    """Seconds the server asks to wait when the slot is taken (HTTP 423); None for other errors."""
+    import httpx
+
+    cause = error.__cause__
+    if isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423:
+        return float(cause.response.headers.get("Retry-After", 1.0))
+    return None
+
+
+@contextmanager
+def _slot(name: str):
+    """Hold one slot of the limit `name`, waiting for it as long as it takes. Each request for the
+    slot is a single attempt with signals deferred, and the wait between attempts is interruptible:
+    a stopped run either holds the slot (and releases it on the way out) or never got it."""
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+    from prefect.concurrency.sync import concurrency
+
+    held = ExitStack()
+    try:
+        while True:
+            try:
+                with _signals_deferred():
+                    held.enter_context(concurrency(name, occupy=1, strict=True, lease_duration=LEASE_S, max_retries=0))
+                break
+            except ConcurrencySlotAcquisitionError as error:
+                retry_after_s = _retry_after_s(error)
+                if retry_after_s is None:
+                    raise
+            time.sleep(retry_after_s)
+        yield
+    finally:
+        with _signals_deferred():
+            held.close()
+
+
 # Device slots this context already holds: a task inside a flow that holds the slot does not ask
 # again. Each acquisition is a write on the Prefect server, and on SQLite one in two collides with
 # the flow's own event writes and costs a 2 s retry (docs/scale-out.md). Threads start with an
@@ -69,9 +143,7 @@ def device_slot(settings: Settings):
     if name in held:
         yield
         return
-    from prefect.concurrency.sync import concurrency
-
-    with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_S):
+    with _slot(name):
         token = _held_devices.set(held | {name})
         try:
             yield
@@ -82,7 +154,5 @@ def device_slot(settings: Settings):
 @contextmanager
 def workspace_slot(settings: Settings):
     """Hold the workspace's single writer slot (waits for it: a second trigger queues)."""
-    from prefect.concurrency.sync import concurrency
-
-    with concurrency(workspace_limit_name(settings), occupy=1, strict=True, lease_duration=LEASE_S):
+    with _slot(workspace_limit_name(settings)):
         yield

@@ -65,14 +65,17 @@ def catch_up(settings: Settings) -> str | None:
     return run.name
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (a service manager, `kill`) shuts down like Ctrl-C: watcher, server, state file."""
+def _stop_gracefully_on_signals(runner) -> None:
+    """SIGTERM (a service manager, `kill`) and SIGINT (Ctrl-C) both start the runner's graceful
+    shutdown: it cancels the in-flight runs and waits up to 30 s for them to exit, so they release
+    their concurrency slots, and a cancelled batch resumes from `.forgetflow/batches/` next time.
+    A KeyboardInterrupt would cancel the runner's event loop instead, which SIGKILLs the runs: they
+    stay RUNNING and hold their slots until the leases expire. A signal during start-up, or a second
+    one while shutting down, exits at once."""
     import signal
 
-    def _interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, runner.handle_sigterm)
+    signal.signal(signal.SIGINT, runner.handle_sigterm)
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:
@@ -120,11 +123,12 @@ def serve(settings: Settings, options: ServeOptions) -> None:
             watcher = InboxWatcher(settings, service.inbox_poll_s, on_report=lambda r: say(f"inbox: {len(r.processed)} recorded, {len(r.rejected)} rejected"))
             watcher.start()
             say(f"  watching the inbox every {service.inbox_poll_s:g} s")
-        _stop_on_sigterm()
+        _stop_gracefully_on_signals(runner)
         try:
             asyncio.run(runner.start())
         except (KeyboardInterrupt, TerminationSignal):
-            say("shutting down (schedules stay active)")
+            pass
+        say("stopped (schedules stay active)")
     finally:
         if watcher is not None:
             watcher.stop()
