@@ -274,10 +274,6 @@ def _error_of(result) -> str | None:
     return None
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def summarize(results: list[RuleResult]) -> dict:
     """The ledger's validation summary: counts and which rules failed, never sample values."""
     levels = {}
