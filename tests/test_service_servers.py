@@ -45,8 +45,8 @@ def stack(tmp_path_factory):
 
 
 def original_train_ids(workspace: Path) -> list[int]:
-    """Read once, before any batch runs: opening a dataset version removes staging folders
-    (`store.recover`), among them the one a running batch is writing."""
+    """The training IDs of the bootstrapped version: the tests pick the samples they delete from
+    it, so each request names samples still present."""
     from forgetflow.data.store import DatasetVersion
 
     return [int(i) for i in DatasetVersion(workspace / "data" / "digits").load("train").sample_ids]
@@ -100,9 +100,13 @@ def runs_in_flight(stack, deployment_ids: list[str]) -> list[dict]:
 
 
 def unfinished_runs(stack, deployment_ids: list[str]) -> list[dict]:
-    """Runs of the deployments that are started or due to start now."""
-    due = flow_runs(stack, deployment_id={"any_": deployment_ids}, state={"type": {"any_": ["SCHEDULED"]}}, next_scheduled_start_time={"before_": datetime.now(timezone.utc).isoformat()})
-    return runs_in_flight(stack, deployment_ids) + due
+    """Runs of the deployments that are started, due to start now, or queued behind the
+    deployment's concurrency limit: those wait in AwaitingConcurrencySlot with a start time a few
+    seconds ahead, and pausing the deployment does not delete them (Prefect keeps them)."""
+    selected = {"deployment_id": {"any_": deployment_ids}}
+    due = flow_runs(stack, **selected, state={"type": {"any_": ["SCHEDULED"]}}, next_scheduled_start_time={"before_": datetime.now(timezone.utc).isoformat()})
+    queued = flow_runs(stack, **selected, state={"type": {"any_": ["SCHEDULED"]}, "name": {"any_": ["AwaitingConcurrencySlot"]}})
+    return runs_in_flight(stack, deployment_ids) + due + [r for r in queued if r["id"] not in {d["id"] for d in due}]
 
 
 def workspace_slots_taken(stack) -> int:
@@ -192,13 +196,14 @@ def test_schedule_survives_a_restart_and_runs_batches(stack, serve_log):
         (inbox / "e.json").write_text(json.dumps({"request_id": "inbox-e", "kind": "samples", "ids": [int(i) for i in train_ids(stack, 3, skip=22).split(",")], "reason": "test", "requested_by": "pytest"}))
         wait_until(lambda: all(ledger_state(stack, r) == "erased" for r in ("regular-c", "inbox-e")), FLOW_TIMEOUT_S, "a scheduled batch to erase the regular requests", interval_s=2, process=serving, log=serve_log)
         # The ledger says "erased" before the run finishes, and every 8 s another scheduled run
-        # starts: stop the schedule (pausing deletes its scheduled runs) and let serve finish the
-        # runs it started, so none is killed holding the workspace slot.
+        # starts: stop the schedule (pausing deletes its scheduled runs, not those queued on the
+        # deployment's limit) and let serve finish the runs it has, so none is cut off by the stop.
         httpx.post(f"{stack['api']}/deployments/{batch['id']}/pause_deployment", timeout=10).raise_for_status()
         wait_until(lambda: not unfinished_runs(stack, served_deployment_ids(stack)), FLOW_TIMEOUT_S, "the served runs to finish", interval_s=1, process=serving, log=serve_log)
     batch_runs = flow_runs(stack, deployment_id={"any_": [batch["id"]]})
     assert "COMPLETED" in {r["state_type"] for r in batch_runs}, "a scheduled run completed"
-    assert not [r["name"] for r in batch_runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]
+    ended_badly = [f"{r['name']}: {r['state_name']} ({(r.get('state') or {}).get('message')})" for r in batch_runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]
+    assert not ended_badly, f"scheduled runs that did not complete (serve log: {serve_log})"
     assert {batch_of(stack, "regular-c"), batch_of(stack, "inbox-e")} != {batch_of(stack, "urgent-d")}
     params["service"] = {"batch_interval_s": 3600}  # quiet schedule for the next test
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +124,40 @@ def test_torn_swap_recovers_the_previous_version(tmp_path):
     version = store.DatasetVersion(root)
     assert len(version.manifest) == 1797
     assert not (root.parent / ".staging-digits-deadbeef").exists()
+
+
+WRITER_PAUSED_MID_WRITE = """
+import sys, time
+from pathlib import Path
+from forgetflow.data import store
+root = Path(sys.argv[1])
+with store.writing(root) as staging:
+    (staging / "shards").mkdir(parents=True)
+    print(staging, flush=True)
+    time.sleep(60)  # killed by the test while it holds the staging folder
+"""
+
+
+def test_opening_a_version_leaves_a_live_writers_staging_folder_alone(tmp_path):
+    import subprocess
+    import sys
+
+    settings = load_settings(make_workspace(tmp_path / "ws"))
+    params = init_workspace(settings)
+    import_dataset(settings, params, "digits")
+    root = settings.data_dir / "digits"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_PAUSED_MID_WRITE, str(root)], stdout=subprocess.PIPE, text=True)
+    try:
+        staging = Path(writer.stdout.readline().strip())
+        assert staging.is_dir()
+        assert len(store.DatasetVersion(root).manifest) == 1797, "reading during a write sees the current version"
+        assert staging.is_dir(), "a reader must not remove the staging folder of a live writer"
+    finally:
+        writer.kill()
+        writer.wait()
+    # The writer died holding it: its folder is debris now, and the next reader clears it.
+    store.DatasetVersion(root)
+    assert not staging.exists()
 
 
 def test_failed_dvc_push_leaves_no_half_written_version(tmp_path):

@@ -8,17 +8,21 @@ Layout of `data/<name>/` (the directory DVC tracks; its DVC md5 is the data vers
 
 Every file is written deterministically, so importing the same source twice gives the same md5.
 Writes go to a staging directory that is swapped in at the end, so a crash never leaves a
-half-written version in place: the previous version is restored by `recover()`.
+half-written version in place: the previous version is restored by `recover()`. A writer holds
+the writer lock (an flock on the folder that holds the dataset and its staging copies) from
+staging to swap, and recovery runs only under it, so a reader never removes a live writer's work.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,24 +174,24 @@ class DatasetVersion:
         touched = sorted(removed_rows["shard"].unique().tolist())
         kept = self.manifest[~present].copy()
 
-        staging = _staging_dir(self.root)
-        (staging / "shards").mkdir(parents=True)
         meta = json.loads(json.dumps(self.meta))
-        for shard in self.meta["shards"]:
-            source = self._shard_path(shard)
-            target = staging / "shards" / shard
-            if shard not in touched:
-                os.link(source, target)
-                continue
-            rows = kept[kept["shard"] == shard].sort_values("sample_id")
-            array = self.read_shard(shard)[rows["offset"].to_numpy()]
-            data = _npy_bytes(array)
-            _write_file(target, data)
-            meta["shards"][shard] = {"sha256": sha256_bytes(data), "count": int(len(rows))}
-            kept.loc[rows.index, "offset"] = np.arange(len(rows))
-        meta["n_samples"] = int(len(kept))
-        _write_manifest_and_meta(staging, kept.sort_values("sample_id"), meta)
-        swap_in(staging, self.root)
+        with writing(self.root) as staging:
+            (staging / "shards").mkdir(parents=True)
+            for shard in self.meta["shards"]:
+                source = self._shard_path(shard)
+                target = staging / "shards" / shard
+                if shard not in touched:
+                    os.link(source, target)
+                    continue
+                rows = kept[kept["shard"] == shard].sort_values("sample_id")
+                array = self.read_shard(shard)[rows["offset"].to_numpy()]
+                data = _npy_bytes(array)
+                _write_file(target, data)
+                meta["shards"][shard] = {"sha256": sha256_bytes(data), "count": int(len(rows))}
+                kept.loc[rows.index, "offset"] = np.arange(len(rows))
+            meta["n_samples"] = int(len(kept))
+            _write_manifest_and_meta(staging, kept.sort_values("sample_id"), meta)
+            swap_in(staging, self.root)
         self.meta = meta
         self.manifest = kept.sort_values("sample_id").reset_index(drop=True)
         return Removal(manifest=removed_rows.reset_index(drop=True), images=removed_images, touched_shards=touched)
@@ -196,48 +200,48 @@ class DatasetVersion:
 def write_dataset(root: Path, *, name: str, images: np.ndarray, labels: np.ndarray, class_names: list[str], splits: np.ndarray, subjects: np.ndarray, shard_size: int, description: dict) -> DatasetVersion:
     """Write a fresh dataset version (sample IDs 0..N-1 in source order) and swap it in."""
     n = len(images)
-    staging = _staging_dir(root)
-    (staging / "shards").mkdir(parents=True)
-    shards, shard_names, offsets = {}, [], []
-    for start in range(0, n, shard_size):
-        shard = f"shard-{start // shard_size:05d}.npy"
-        data = _npy_bytes(images[start : start + shard_size])
-        _write_file(staging / "shards" / shard, data)
-        count = min(shard_size, n - start)
-        shards[shard] = {"sha256": sha256_bytes(data), "count": int(count)}
-        shard_names += [shard] * count
-        offsets += list(range(count))
-    manifest = pd.DataFrame(
-        {
-            "sample_id": np.arange(n, dtype=np.int64),
-            "subject_id": subjects,
-            "label": labels.astype(np.int64),
-            "split": splits,
-            "shard": shard_names,
-            "offset": offsets,
-            "content_hash": content_hashes(images),
-        },
-        columns=MANIFEST_COLUMNS,
-    )
-    train = images[splits == "train"].astype(np.float64) / 255.0
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "class_names": list(class_names),
-        "image_shape": list(images.shape[1:]),
-        "dtype": "uint8",
-        "pixel_range": [0, 255],
-        # Per-channel statistics of the training split, used by the model's input normalisation.
-        "mean": [round(float(v), 6) for v in train.mean(axis=(0, 1, 2))],
-        "std": [round(float(v), 6) for v in train.std(axis=(0, 1, 2)) + 1e-6],
-        "n_samples": int(n),
-        "next_sample_id": int(n),
-        "shard_size": int(shard_size),
-        "shards": shards,
-        "source": description,
-    }
-    _write_manifest_and_meta(staging, manifest, meta)
-    swap_in(staging, root)
+    with writing(root) as staging:
+        (staging / "shards").mkdir(parents=True)
+        shards, shard_names, offsets = {}, [], []
+        for start in range(0, n, shard_size):
+            shard = f"shard-{start // shard_size:05d}.npy"
+            data = _npy_bytes(images[start : start + shard_size])
+            _write_file(staging / "shards" / shard, data)
+            count = min(shard_size, n - start)
+            shards[shard] = {"sha256": sha256_bytes(data), "count": int(count)}
+            shard_names += [shard] * count
+            offsets += list(range(count))
+        manifest = pd.DataFrame(
+            {
+                "sample_id": np.arange(n, dtype=np.int64),
+                "subject_id": subjects,
+                "label": labels.astype(np.int64),
+                "split": splits,
+                "shard": shard_names,
+                "offset": offsets,
+                "content_hash": content_hashes(images),
+            },
+            columns=MANIFEST_COLUMNS,
+        )
+        train = images[splits == "train"].astype(np.float64) / 255.0
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "class_names": list(class_names),
+            "image_shape": list(images.shape[1:]),
+            "dtype": "uint8",
+            "pixel_range": [0, 255],
+            # Per-channel statistics of the training split, used by the model's input normalisation.
+            "mean": [round(float(v), 6) for v in train.mean(axis=(0, 1, 2))],
+            "std": [round(float(v), 6) for v in train.std(axis=(0, 1, 2)) + 1e-6],
+            "n_samples": int(n),
+            "next_sample_id": int(n),
+            "shard_size": int(shard_size),
+            "shards": shards,
+            "source": description,
+        }
+        _write_manifest_and_meta(staging, manifest, meta)
+        swap_in(staging, root)
     return DatasetVersion(root)
 
 
@@ -246,11 +250,40 @@ def _write_manifest_and_meta(directory: Path, manifest: pd.DataFrame, meta: dict
     _write_file(directory / "meta.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _staging_dir(root: Path) -> Path:
+@contextmanager
+def _writer_lock(root: Path, *, wait: bool):
+    """The writer lock of `root`: an flock on its parent folder, so no lock file is left in the
+    workspace and the OS drops it if the holder dies. Yields whether it was taken; without
+    `wait`, a live writer elsewhere makes it yield False at once."""
+    descriptor = os.open(root.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
+
+
+@contextmanager
+def writing(root: Path):
+    """A fresh staging folder for a new version of `root`, under the dataset's writer lock;
+    the caller swaps it in before leaving. A staging folder left by a failed write is removed."""
     root.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(root.parent, os.W_OK):
         raise WorkspaceError(f"cannot write to {root.parent}", "choose a writable workspace with --workspace DIR or fix the permissions")
-    return root.parent / f".staging-{root.name}-{uuid.uuid4().hex[:8]}"
+    with _writer_lock(root, wait=True):
+        _recover_locked(root)
+        staging = root.parent / f".staging-{root.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already when it was swapped in
 
 
 def backup_dir(root: Path) -> Path:
@@ -269,22 +302,38 @@ def swap_in(staging: Path, root: Path) -> None:
 
 def commit_swap(root: Path) -> None:
     """The new version is accepted (e.g. DVC tracked it): drop the previous one."""
-    backup = backup_dir(root)
-    if backup.exists():
-        shutil.rmtree(backup)
+    with _writer_lock(root, wait=True):
+        backup = backup_dir(root)
+        if backup.exists():
+            shutil.rmtree(backup)
 
 
 def rollback_swap(root: Path) -> None:
     """Put the previous version back (or remove a version that had no predecessor)."""
-    backup = backup_dir(root)
-    if root.exists():
-        shutil.rmtree(root)
-    if backup.exists():
-        os.replace(backup, root)
+    with _writer_lock(root, wait=True):  # a reader's recovery must not race the two steps
+        backup = backup_dir(root)
+        if root.exists():
+            shutil.rmtree(root)
+        if backup.exists():
+            os.replace(backup, root)
 
 
 def recover(root: Path) -> None:
-    """After a crash between the two renames of `swap_in`, the previous version comes back."""
+    """After a crash between the two renames of `swap_in`, the previous version comes back and
+    leftover staging folders go. A live writer's state is its own: with the dataset in place it
+    is left alone; with the dataset missing (mid-swap, or a first import) this waits for it."""
+    if not root.parent.is_dir():
+        return
+    with _writer_lock(root, wait=False) as taken:
+        if taken:
+            _recover_locked(root)
+            return
+    if not root.exists():
+        with _writer_lock(root, wait=True):
+            _recover_locked(root)
+
+
+def _recover_locked(root: Path) -> None:
     backup = backup_dir(root)
     if not root.exists() and backup.exists():
         os.replace(backup, root)
