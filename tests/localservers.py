@@ -35,6 +35,25 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.5, 
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{_tail(log)}")
 
 
+def flow_run_processes(pid: int) -> list[int]:
+    """Children of `pid` that run a flow: Prefect's runner starts each served run as a
+    multiprocessing spawn child. Linux /proc only (what the tests run on)."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the thread or process ended meanwhile
+            continue
+    running = []
+    for child in children:
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                running.append(child)
+        except OSError:
+            continue
+    return running
+
+
 def _tail(log: Path | None, lines: int = 40) -> str:
     if log is None or not log.exists():
         return ""

@@ -192,6 +192,44 @@ def test_a_job_that_holds_the_device_slot_does_not_ask_for_it_again(prefect_harn
 
 
 @pytest.mark.flow
+@pytest.mark.timeout(90)
+def test_a_job_queued_for_a_slot_logs_one_wait_line_and_no_error(prefect_harness, workspace, caplog):
+    import logging
+    import threading
+    import time
+
+    from forgetflow.service.limits import device_slot, ensure_limits
+
+    settings = load_settings(workspace)
+    ensure_limits(settings)
+    prefect_internal = logging.getLogger("prefect._internal.concurrency")  # does not propagate
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    prefect_internal.addHandler(handler)
+    entered = []
+
+    def queued():
+        with device_slot(settings):
+            entered.append(True)
+
+    try:
+        with caplog.at_level(logging.INFO, logger="forgetflow.service.limits"):
+            with device_slot(settings):
+                thread = threading.Thread(target=queued)
+                thread.start()
+                time.sleep(4.0)  # several 423 answers: the server asks to retry after ~1 s
+                assert not entered
+            thread.join(60)
+    finally:
+        prefect_internal.removeHandler(handler)
+    assert entered, "the queued job got the slot once it was free"
+    assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == [], "a taken slot is a wait, not an error"
+    waits = [r.getMessage() for r in caplog.records if "waiting for concurrency slot" in r.getMessage()]
+    assert len(waits) == 1 and "forgetflow-device-" in waits[0]
+
+
+@pytest.mark.flow
 def test_a_missing_limit_is_an_error_not_unlimited(prefect_harness, workspace, monkeypatch):
     from forgetflow.service.limits import device_slot
 

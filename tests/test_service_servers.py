@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import make_workspace
-from localservers import BIN, background, frozen, mlflow_server, prefect_server, stop, wait_until
+from localservers import BIN, background, flow_run_processes, frozen, mlflow_server, prefect_server, stop, wait_until
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(900)]
 
@@ -185,29 +185,40 @@ def test_schedule_survives_a_restart_and_runs_batches(stack, serve_log):
     params = yaml.safe_load(params_path.read_text())
     params["service"] = {"batch_interval_s": 8, "inbox_poll_s": 1}
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    with start_serve(stack, serve_log) as serving:
-        wait_serving(stack, serving, serve_log)
-        wait_until(lambda: (run_named(stack, "urgent-urgent-d") or {}).get("state_type") == "COMPLETED", FLOW_TIMEOUT_S, "the catch-up run", interval_s=2, process=serving, log=serve_log)
-        assert ledger_state(stack, "urgent-d") == "erased"
-        # Regular requests now: only the schedule can pick them up (one via the inbox watcher).
-        submit(stack, "regular-c", train_ids(stack, 5, skip=12), urgent=False)
-        inbox = Path(stack["ws"]) / "data" / "requests" / "inbox"
-        inbox.mkdir(parents=True, exist_ok=True)
-        (inbox / "e.json").write_text(json.dumps({"request_id": "inbox-e", "kind": "samples", "ids": [int(i) for i in train_ids(stack, 3, skip=22).split(",")], "reason": "test", "requested_by": "pytest"}))
-        wait_until(lambda: all(ledger_state(stack, r) == "erased" for r in ("regular-c", "inbox-e")), FLOW_TIMEOUT_S, "a scheduled batch to erase the regular requests", interval_s=2, process=serving, log=serve_log)
-        # The ledger says "erased" before the run finishes, and every 8 s another scheduled run
-        # starts: stop the schedule (pausing deletes its scheduled runs, not those queued on the
-        # deployment's limit) and let serve finish the runs it has, so none is cut off by the stop.
-        httpx.post(f"{stack['api']}/deployments/{batch['id']}/pause_deployment", timeout=10).raise_for_status()
-        wait_until(lambda: not unfinished_runs(stack, served_deployment_ids(stack)), FLOW_TIMEOUT_S, "the served runs to finish", interval_s=1, process=serving, log=serve_log)
-    batch_runs = flow_runs(stack, deployment_id={"any_": [batch["id"]]})
-    assert "COMPLETED" in {r["state_type"] for r in batch_runs}, "a scheduled run completed"
-    ended_badly = [f"{r['name']}: {r['state_name']} ({(r.get('state') or {}).get('message')})" for r in batch_runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]
-    assert not ended_badly, f"scheduled runs that did not complete (serve log: {serve_log})"
-    assert {batch_of(stack, "regular-c"), batch_of(stack, "inbox-e")} != {batch_of(stack, "urgent-d")}
-    params["service"] = {"batch_interval_s": 3600}  # quiet schedule for the next test
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        with start_serve(stack, serve_log) as serving:
+            wait_serving(stack, serving, serve_log)
+            wait_until(lambda: (run_named(stack, "urgent-urgent-d") or {}).get("state_type") == "COMPLETED", FLOW_TIMEOUT_S, "the catch-up run", interval_s=2, process=serving, log=serve_log)
+            assert ledger_state(stack, "urgent-d") == "erased"
+            # Regular requests now: only the schedule can pick them up (one via the inbox watcher).
+            submit(stack, "regular-c", train_ids(stack, 5, skip=12), urgent=False)
+            inbox = Path(stack["ws"]) / "data" / "requests" / "inbox"
+            inbox.mkdir(parents=True, exist_ok=True)
+            (inbox / "e.json").write_text(json.dumps({"request_id": "inbox-e", "kind": "samples", "ids": [int(i) for i in train_ids(stack, 3, skip=22).split(",")], "reason": "test", "requested_by": "pytest"}))
+            wait_until(lambda: all(ledger_state(stack, r) == "erased" for r in ("regular-c", "inbox-e")), FLOW_TIMEOUT_S, "a scheduled batch to erase the regular requests", interval_s=2, process=serving, log=serve_log)
+            # The ledger says "erased" before the run finishes, and every 8 s another scheduled run
+            # is due: stop the schedule and let serve finish every run it has before stopping it.
+            # Pausing deletes the scheduled runs but not those queued on the deployment's limit
+            # (ticks that came during a batch), and a run's process outlives its Completed state by
+            # a moment: the runner's shutdown cancels any run whose process is still alive, even one
+            # that has completed, so wait for the processes too, twice in a row.
+            httpx.post(f"{stack['api']}/deployments/{batch['id']}/pause_deployment", timeout=10).raise_for_status()
+            quiet_checks = []
 
+            def served_runs_done() -> bool:
+                done = not unfinished_runs(stack, served_deployment_ids(stack)) and not flow_run_processes(serving.pid)
+                quiet_checks.append(done)
+                return quiet_checks[-2:] == [True, True]
+
+            wait_until(served_runs_done, FLOW_TIMEOUT_S, "the served runs to finish", interval_s=1, process=serving, log=serve_log)
+        batch_runs = flow_runs(stack, deployment_id={"any_": [batch["id"]]})
+        assert "COMPLETED" in {r["state_type"] for r in batch_runs}, "a scheduled run completed"
+        ended_badly = [f"{r['name']}: {r['state_name']} ({(r.get('state') or {}).get('message')})" for r in batch_runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]
+        assert not ended_badly, f"scheduled runs that did not complete (serve log: {serve_log})"
+        assert {batch_of(stack, "regular-c"), batch_of(stack, "inbox-e")} != {batch_of(stack, "urgent-d")}
+    finally:
+        params["service"] = {"batch_interval_s": 3600}  # quiet schedule for the next tests, even after a failure
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 def test_deletion_flow_runs_on_a_process_worker(stack):
     out = cli(stack["env"], "deploy", "-w", str(stack["ws"]), "--pool", "pytest-pool")

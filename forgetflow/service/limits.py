@@ -20,6 +20,7 @@ slot taken until the lease expires (a grant nobody knows of, or a release that n
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import threading
@@ -101,6 +102,46 @@ def _retry_after_s(error: Exception) -> float | None:
     return None
 
 
+class _SlotTakenIsNotAnError(logging.Filter):
+    """Drops Prefect's ERROR "Service 'ConcurrencySlotAcquisitionWithLeaseService' failed to process
+    item" when the failure is the server's 423 (the slot is taken): `_slot` asks with no retries
+    and waits itself, so that answer is the normal wait, and the error line on every attempt of a
+    queued run would read as a fault in the service's log. Any other failure is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if len(args) != 2 or args[0] != "ConcurrencySlotAcquisitionWithLeaseService" or not isinstance(args[1], tuple) or not args[1]:
+            return True
+        future = args[1][-1]
+        try:
+            error = future.exception(timeout=0) if future.done() else None
+        except Exception:  # cancelled, or not a future at all: keep the record
+            return True
+        response = getattr(error, "response", None)
+        return getattr(response, "status_code", None) != 423
+
+
+_SLOT_TAKEN_FILTER = _SlotTakenIsNotAnError()
+
+
+def _quiet_slot_waits() -> None:
+    logger = logging.getLogger("prefect._internal.concurrency")
+    if _SLOT_TAKEN_FILTER not in logger.filters:
+        logger.addFilter(_SLOT_TAKEN_FILTER)
+
+
+def _log_wait(name: str, retry_after_s: float) -> None:
+    """One line when a run starts to queue for a slot, in the run's log where there is a run."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        logger = get_run_logger()
+    except MissingContextError:
+        logger = logging.getLogger(__name__)
+    logger.info("waiting for concurrency slot %s (another job holds it); asking again in %.0f s, as the server suggests", name, retry_after_s)
+
+
 @contextmanager
 def _slot(name: str):
     """Hold one slot of the limit `name`, waiting for it as long as it takes. Each request for the
@@ -109,7 +150,9 @@ def _slot(name: str):
     from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
     from prefect.concurrency.sync import concurrency
 
+    _quiet_slot_waits()
     held = ExitStack()
+    waited = False
     try:
         while True:
             try:
@@ -120,6 +163,9 @@ def _slot(name: str):
                 retry_after_s = _retry_after_s(error)
                 if retry_after_s is None:
                     raise
+            if not waited:
+                _log_wait(name, retry_after_s)
+                waited = True
             time.sleep(retry_after_s)
         yield
     finally:
