@@ -218,7 +218,7 @@ def test_a_job_queued_for_a_slot_logs_one_wait_line_and_no_error(prefect_harness
             with device_slot(settings):
                 thread = threading.Thread(target=queued)
                 thread.start()
-                time.sleep(4.0)  # several 423 answers: the server asks to retry after ~1 s
+                time.sleep(4.0)  # the queued job's first ask gets a 423 (slot taken), then waits the Retry-After
                 assert not entered
             thread.join(60)
     finally:

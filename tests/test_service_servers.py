@@ -220,6 +220,7 @@ def test_schedule_survives_a_restart_and_runs_batches(stack, serve_log):
         params["service"] = {"batch_interval_s": 3600}  # quiet schedule for the next tests, even after a failure
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
+
 def test_deletion_flow_runs_on_a_process_worker(stack):
     out = cli(stack["env"], "deploy", "-w", str(stack["ws"]), "--pool", "pytest-pool")
     assert "on pool pytest-pool" in out

@@ -13,7 +13,6 @@ from forgetflow.data import store
 from forgetflow.data.importer import describe, dvc_workspace, ensure_dataset, import_dataset
 from forgetflow.data.sources import load_source
 from forgetflow.errors import DataIntegrityError
-from forgetflow.params import load_params
 from forgetflow.settings import load_settings
 from forgetflow.workspace import init_workspace
 
