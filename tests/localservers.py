@@ -96,20 +96,53 @@ _prefect_servers: dict[str, subprocess.Popen] = {}  # API URL -> its `prefect se
 
 
 @contextmanager
-def prefect_server(home: Path, env: dict):
-    """`prefect server start` on a free port, SQLite under `home`; yields the API URL."""
+def _launched_prefect_server(home: Path, env: dict):
+    """`prefect server start` on a free port, SQLite under `home`, not yet answering; yields
+    (process, API URL, log)."""
     port = free_port()
     server_env = {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
     server_env.pop("PREFECT_API_URL", None)
     log = home / "server.log"
     with background([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"], server_env, log) as process:
         api_url = f"http://127.0.0.1:{port}/api"
-        wait_until(lambda: _healthy(f"{api_url}/health"), 180, "prefect server", process=process, log=log)
         _prefect_servers[api_url] = process
         try:
-            yield api_url
+            yield process, api_url, log
         finally:
             del _prefect_servers[api_url]
+
+
+def _wait_prefect_healthy(process: subprocess.Popen, api_url: str, log: Path) -> str:
+    wait_until(lambda: _healthy(f"{api_url}/health"), 180, "prefect server", process=process, log=log)
+    return api_url
+
+
+@contextmanager
+def _launched_mlflow_server(root: Path, env: dict):
+    """`mlflow server` (SQLite backend, served artifacts) on a free port, not yet answering; yields
+    (process, URL, log)."""
+    port = free_port()
+    root.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", (root / "artifacts").as_uri(),
+    ]
+    log = root / "server.log"
+    with background(command, env, log) as process:
+        yield process, f"http://127.0.0.1:{port}", log
+
+
+def _wait_mlflow_healthy(process: subprocess.Popen, url: str, log: Path) -> str:
+    wait_until(lambda: _healthy(f"{url}/health"), 120, "mlflow server", process=process, log=log)
+    return url
+
+
+@contextmanager
+def prefect_and_mlflow_servers(root: Path, env: dict):
+    """Both servers, started side by side (each takes 20-35 s to answer on 2 cores), Prefect's
+    under `root/prefect` and MLflow's under `root/mlflow-server`; yields (API URL, tracking URI)."""
+    with _launched_prefect_server(root / "prefect", env) as prefect, _launched_mlflow_server(root / "mlflow-server", env) as mlflow:
+        yield _wait_prefect_healthy(*prefect), _wait_mlflow_healthy(*mlflow)
 
 
 @contextmanager
@@ -122,19 +155,3 @@ def frozen(api_url: str):
         yield
     finally:
         os.killpg(group, signal.SIGCONT)
-
-
-@contextmanager
-def mlflow_server(root: Path, env: dict):
-    """`mlflow server` (SQLite backend, served artifacts) on a free port; yields its URL."""
-    port = free_port()
-    root.mkdir(parents=True, exist_ok=True)
-    command = [
-        str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", (root / "artifacts").as_uri(),
-    ]
-    log = root / "server.log"
-    with background(command, env, log) as process:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _healthy(f"{url}/health"), 120, "mlflow server", process=process, log=log)
-        yield url
