@@ -67,3 +67,9 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """The real-servers module first (about 7 of the suite's minutes, its tests in order): under
+    scripts/test.sh's two workers, one runs it while the other works through the rest."""
+    items.sort(key=lambda item: item.path.name != "test_service_servers.py")
