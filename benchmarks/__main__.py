@@ -72,7 +72,7 @@ def _run(args) -> int:
         deadline += 86400 if deadline < time.time() else 0
         os.environ["FORGETFLOW_BENCH_DEADLINE"] = str(deadline)
         log(f"deadline {args.deadline} UTC for the methods scenario's seeds")
-    units = plan_units(names)
+    units = plan_units(names, quick=args.quick)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     report = run_units(units, quick=args.quick, device=device, out=out, seeds=args.seeds, jobs=args.jobs, log=log)
     total = time.perf_counter() - started
