@@ -1,6 +1,7 @@
-"""process_deletions: lock -> validate -> version data -> unlearn -> reference -> evaluate and
-gate -> register -> promote -> erase -> summary. An unfinished batch (a crash, a killed worker) is
-resumed first; then the pending requests form a new batch."""
+"""process_deletions: lock -> validate -> version data -> reference -> unlearn (the method ladder,
+each rung gated against that one reference) -> evaluate and gate -> register -> promote -> erase ->
+summary. An unfinished batch (a crash, a killed worker) is resumed first, at the step (and the
+ladder's rung) it was on; then the pending requests form a new batch."""
 
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ def process_deletions(
                 # A local reference runs under the unlearning's device slot (one acquisition, not
                 # two); a delegated one must not wait while this flow holds the slot.
                 with nullcontext() if settings.reference_deployment else device_slot(settings):
-                    unlearn_batch(workspace, batch_id, method, progress)
+                    # The reference comes first: every rung of the method ladder is gated against it.
                     reference_batch(workspace, batch_id, progress)
+                    unlearn_batch(workspace, batch_id, method, progress)
                 evaluate_batch(workspace, batch_id)
                 register_batch(workspace, batch_id)
                 promote_batch(workspace, batch_id)

@@ -27,12 +27,18 @@ def bootstrap(
     download: Annotated[bool, typer.Option(help="Let torchvision download the files (needs network).")] = False,
     reimport: Annotated[bool, typer.Option(help="Re-import the source even if the workspace has it.")] = False,
     force: Annotated[bool, typer.Option(help="Register a new base model even if a champion exists.")] = False,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Then run `forgetflow calibrate` on the new champion.")] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Run the bootstrap flow: version data, train, evaluate, register the base model as champion."""
     settings = settings_for(workspace)
     summary = _run_bootstrap(settings, source, path, download=download, reimport=reimport, force=force)
     print_summary(settings, summary)
+    if calibrate:
+        from flows.calibrate import calibrate as calibrate_flow
+        from forgetflow.cli.calibration import print_ladders
+
+        print_ladders(calibrate_flow(workspace=str(settings.workspace)))
 
 
 def demo(workspace: WorkspaceOption = None) -> None:

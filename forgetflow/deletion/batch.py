@@ -18,7 +18,7 @@ from pathlib import Path
 from forgetflow.settings import Settings
 from forgetflow.workspace import write_atomic
 
-STEPS = ("batched", "validated", "versioned", "unlearned", "reference", "evaluated", "registered", "promoted", "erased")
+STEPS = ("batched", "validated", "versioned", "reference", "ladder", "unlearned", "evaluated", "registered", "promoted", "erased")
 
 
 def crash_point(name: str) -> None:

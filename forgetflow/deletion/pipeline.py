@@ -149,54 +149,122 @@ def version_data(settings: Settings, state: BatchState) -> dict:
     return state.record(settings, "versioned", result.as_dict())
 
 
-# 4. Unlearning ----------------------------------------------------------------------------------
+# 4. Unlearning: a ladder of methods per group, each candidate gated against the batch's reference --
 def unlearn(settings: Settings, state: BatchState, *, method_override: str | None = None, progress: bool = True) -> dict:
+    """Climb each group's method ladder (policy.py says where it comes from). Every rung's outcome
+    is recorded in the batch state before the next rung starts, so a killed batch resumes at the
+    rung it was on; the first rung that passes the group's gate is that group's candidate."""
     if state.done("unlearned"):
         return state.steps["unlearned"]
+    if not state.done("reference"):
+        raise ForgetflowError(f"{state.batch_id}: the reference step must run before unlearning", "re-run the deletion flow: it resumes the batch in order")
+    from forgetflow.data.store import DatasetVersion
     from forgetflow.deletion.objects import materialise_version
-    from forgetflow.methods import unlearn as run_method
+    from forgetflow.deletion.policy import load_calibration
+    from forgetflow.evaluation.config import evaluation_params
+    from forgetflow.ladder import RungOutcome, climb, evaluation_gate
     from forgetflow.models import load_checkpoint, save_checkpoint
     from forgetflow.tracking import current_version, download_checkpoint
-    from forgetflow.data.store import DatasetVersion
 
     params = load_params(settings.params_path)
     policy = unlearning_policy(params)
-    versioned = state.steps["versioned"]
+    eval_params = evaluation_params(params)
+    calibration = load_calibration(settings) if policy.use_calibration and not method_override else None
+    versioned, ref = state.steps["versioned"], state.steps["reference"]
     folder = batch_folder(settings, state.batch_id)
     champion = current_version(settings)
     if champion is None:
         raise ForgetflowError("there is no champion model to unlearn from", "bootstrap first: forgetflow bootstrap")
     champion_ckpt = download_checkpoint(settings, alias="champion", dst=folder / "champion")
-    model, payload = load_checkpoint(champion_ckpt)
-    stats = payload.get("layer_stats")
+    original, payload = load_checkpoint(champion_ckpt)
+    model, stats = original, payload.get("layer_stats")
+    reference_model = load_checkpoint(Path(ref["checkpoint"]))[0] if "checkpoint" in ref else None
     old = materialise_version(settings, versioned["dataset"], versioned["md5_before"])
     new = DatasetVersion(settings.data_dir / versioned["dataset"])
-    train_new, val = new.load("train"), new.load("val")
+    splits = {name: new.load(name) for name in ("train", "val", "test")}
     device = settings.resolved_device()
-    runs, total_seconds = [], 0.0
+    ladder_state = dict(state.steps.get("ladder", {}))
+    runs, total_seconds, failed_group = [], 0.0, None
     for index, group in enumerate(plan_groups(settings, state, params, old.class_names, method_override)):
+        key = str(index)
         forget = _train_part(old, group.sample_ids)
         if len(forget.labels) == 0:
             runs.append({**group.as_dict(), "skipped": "no training samples (all in val/test)"})
             continue
-        if group.new_labels:
-            forget.labels = np.array([group.new_labels[int(s)] for s in forget.sample_ids], dtype=np.int64)
-        retain = _retain_sample(train_new, policy.retain_sample_size, seed=policy.seed + index)
-        result = run_method(
-            group.method, model, forget, retain=retain, val=val, stats=stats,
-            config=policy.configs.get(group.method), seed=policy.seed + index, device=device,
-            kind=group.kind, goal=group.goal, time_budget_s=policy.time_budget_s, progress=progress,
+        if failed_group is not None:
+            runs.append({**group.as_dict(), "skipped": f"not tried: group {failed_group} failed every rung"})
+            continue
+        # relabel: the forget set keeps its true labels; the targets travel beside it
+        new_labels = np.array([group.new_labels[int(s)] for s in forget.sample_ids], dtype=np.int64) if group.new_labels else None
+        record = ladder_state.get(key, {})
+        if record.get("finished"):  # done before a crash: pick up its model
+            model, saved = load_checkpoint(Path(record["checkpoint"]))
+            stats = saved.get("layer_stats")
+            runs.append(record["run"])
+            total_seconds += record["run"]["seconds"]
+            if record["run"]["promoted_rung"] is None:
+                failed_group = index
+            continue
+        rungs, source = policy.ladder_for(group.kind, group.goal, method_override if _serves(method_override, group.kind, group.goal) else None, calibration)
+        gate = evaluation_gate(
+            original, reference_model, forget=forget, retain=splits["train"], val=splits["val"], test=splits["test"],
+            kind=group.kind, goal=group.goal, params=eval_params,
+            forget_classes=sorted(set(forget.labels.tolist())) if group.category == "classes" else None,
+            new_labels=new_labels, reference_required="skipped" not in ref, reference_note=ref.get("skipped", ""),
+            reference_seconds=ref.get("seconds"), device=device,
         )
-        model = result.model
-        # PGU hands back the retain statistics; the next request (and batch) subtracts from those.
-        stats = result.extra.get("layer_stats", stats) if isinstance(result.extra, dict) else stats
-        total_seconds += result.seconds
-        run = {**group.as_dict(), "n_samples": len(group.sample_ids), "n_forget_train": int(len(forget.labels)), "seconds": result.seconds, "config": result.config, "stopped_because": result.stopped_because}
+        retain = _retain_sample(splits["train"], policy.retain_sample_size, seed=policy.seed + index)
+        outcomes = [RungOutcome.from_dict(o) for o in record.get("outcomes", [])]
+        checkpoints = dict(record.get("checkpoints", {}))
+
+        def keep(outcome, result, index=index, outcomes=outcomes, checkpoints=checkpoints, rungs=rungs, source=source):
+            outcomes.append(outcome)
+            if result is not None:
+                name = f"a{outcome.attempt}-r{outcome.index}"
+                extra_stats = result.extra.get("layer_stats", stats) if isinstance(result.extra, dict) else stats
+                checkpoints[name] = str(save_checkpoint(result.model, folder / "ladder" / f"group-{index}" / f"{name}.pt", extra={"role": "rung", "batch_id": state.batch_id}, layer_stats=extra_stats))
+            ladder_state[str(index)] = {"outcomes": [o.as_dict() for o in outcomes], "checkpoints": checkpoints, "rungs": [r.model_dump() for r in rungs], "source": source}
+            state.record(settings, "ladder", ladder_state)
+            crash_point("ladder-rung")
+
+        attempts = 1 + (policy.retry_attempts if policy.on_gate_failure == "retry" else 0)
+        for attempt in range(attempts):
+            climbed = climb(
+                rungs, model, forget, gate=gate, retain=retain, val=splits["val"], stats=stats, kind=group.kind, goal=group.goal,
+                seed=policy.seed + index, device=device, default_budget_s=policy.time_budget_s, attempt=attempt, progress=progress,
+                done=list(outcomes), on_outcome=keep, new_labels=new_labels,
+            )
+            if climbed.passed:
+                break
+        promoted = next((o for o in outcomes if o.passed), None)
+        last = promoted or next((o for o in reversed(outcomes) if f"a{o.attempt}-r{o.index}" in checkpoints), None)
+        if last is None:
+            raise ForgetflowError(f"{state.batch_id}: no rung of the {group.kind}/{group.goal} ladder could run", "; ".join(f"{o.method}: {o.error}" for o in outcomes) or "check unlearning.methods in params.yaml")
+        chosen = checkpoints[f"a{last.attempt}-r{last.index}"]
+        model, saved = load_checkpoint(Path(chosen))
+        stats = saved.get("layer_stats")
+        seconds = sum(o.seconds for o in outcomes)
+        total_seconds += seconds
+        ladder = [{k: o.as_dict()[k] for k in ("index", "attempt", "method", "passed", "reason", "seconds", "error")} for o in outcomes]
+        run = {
+            **group.as_dict(), "method": last.method, "n_samples": len(group.sample_ids), "n_forget_train": int(len(forget.labels)),
+            "seconds": seconds, "config": last.config, "stopped_because": last.stopped_because,
+            "promoted_rung": promoted.index if promoted else None, "ladder_source": source, "ladder": ladder,
+            "rungs": [r.model_dump() for r in rungs], "outcomes": [o.as_dict() for o in outcomes],
+        }
         runs.append(run)
+        if promoted is None:
+            failed_group = index
+        ladder_state[key] = {**ladder_state.get(key, {}), "finished": True, "checkpoint": chosen, "run": run}
+        state.record(settings, "ladder", ladder_state)
         crash_point("unlearn-group")
-        record_events(settings, "unlearned", state.batch_id, group.request_ids, lambda _: {"method": group.method, "seconds": round(result.seconds, 3), "champion_version": champion["version"]})
+        record_events(settings, "unlearned", state.batch_id, group.request_ids, lambda _: {
+            "method": last.method, "seconds": round(seconds, 3), "champion_version": champion["version"],
+            "promoted_rung": run["promoted_rung"], "ladder_source": source,
+            "ladder": [{k: v for k, v in step.items() if k != "error" or v} for step in ladder],
+        })
     checkpoint = save_checkpoint(model, folder / "candidate" / "checkpoint.pt", extra={"role": "candidate", "batch_id": state.batch_id, "parent_version": champion["version"], "data_md5": versioned["md5_after"]}, layer_stats=stats)
-    return state.record(settings, "unlearned", {"checkpoint": str(checkpoint), "champion_checkpoint": str(champion_ckpt), "parent_version": champion["version"], "runs": runs, "seconds": total_seconds})
+    return state.record(settings, "unlearned", {"checkpoint": str(checkpoint), "champion_checkpoint": str(champion_ckpt), "parent_version": champion["version"], "runs": runs, "seconds": total_seconds, "ladder_failed_group": failed_group})
 
 
 def _train_part(version, sample_ids):

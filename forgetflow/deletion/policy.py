@@ -1,13 +1,24 @@
-"""The `unlearning:` section of params.yaml: which method serves which request kind and goal,
-the order of groups in a mixed batch, and what happens when the gate rejects a candidate."""
+"""The `unlearning:` section of params.yaml: which method ladder serves which request kind and goal,
+the order of groups in a mixed batch, and what happens when every rung fails the gate.
+
+Where a (kind, goal) ladder comes from, first match wins:
+  1. `--method M` for one run (a one-rung ladder);
+  2. `unlearning.methods.<kind>.<goal>` in params.yaml (a method name, or a list of rungs);
+  3. `.forgetflow/calibration.json`, written by `forgetflow calibrate` on this workspace's own model
+     and data (unless `unlearning.use_calibration: false`);
+  4. the shipped defaults below, chosen from the benchmark (BENCHMARKS.md, "Method ladder").
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+from pathlib import Path
+from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from forgetflow.errors import ConfigError
+from forgetflow.ladder import Rung
 
 # Order of groups in one batch, and why:
 #  1. classes/forget first: removing whole classes changes the label space every later step works
@@ -22,33 +33,96 @@ GROUP_ORDER: tuple[tuple[str, str], ...] = (
     ("instances", "relabel"),
 )
 
+# The shipped ladders. Chosen by what passes the gate on the benchmark (first-try rate), then by
+# time: a method whose candidate never passes the gate is not a default, whatever its paper.
+# BENCHMARKS.md ("Method ladder") has the measurements behind each choice.
+_INSTANCE_FORGET = [
+    {"method": "scrub", "config": {"epochs": 3, "msteps": 1}},
+    {"method": "neggrad_plus", "config": {"epochs": 3}},
+    {"method": "scrub"},
+]
+_INSTANCE_MISCLASSIFY = [{"method": "l2ul"}, {"method": "neggrad_plus"}]
+_INSTANCE_RELABEL = [{"method": "l2ul"}, {"method": "neggrad_plus"}]
+SHIPPED_LADDERS: dict[str, dict[str, list[dict]]] = {
+    "classes": {"forget": [{"method": "svd_projection"}, {"method": "scrub"}]},
+    "samples": {"forget": _INSTANCE_FORGET, "misclassify": _INSTANCE_MISCLASSIFY, "relabel": _INSTANCE_RELABEL},
+    "subjects": {"forget": _INSTANCE_FORGET, "misclassify": _INSTANCE_MISCLASSIFY, "relabel": _INSTANCE_RELABEL},
+}
+
+RungSpec = Union[str, Rung]
+
+
+def _as_ladder(value) -> list[Rung]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError("a ladder needs at least one rung")
+    return [Rung(method=item) if isinstance(item, str) else Rung.model_validate(item) for item in items]
+
 
 class UnlearningPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    methods: dict[str, dict[str, str]] = Field(
-        default_factory=lambda: {
-            "classes": {"forget": "svd_projection"},
-            "samples": {"forget": "pgu", "misclassify": "l2ul", "relabel": "l2ul"},
-            "subjects": {"forget": "pgu", "misclassify": "l2ul", "relabel": "l2ul"},
-        }
-    )
-    configs: dict[str, dict] = Field(default_factory=dict, description="per-method hyperparameter overrides")
+    methods: dict[str, dict[str, list[Rung]]] = Field(default_factory=dict, description="per kind and goal: one method name or a list of rungs; unset pairs use the calibration or the shipped ladder")
+    configs: dict[str, dict] = Field(default_factory=dict, description="per-method hyperparameter overrides, applied under each rung's own config")
+    use_calibration: bool = True
     retain_sample_size: int = Field(2000, ge=10, description="retained train samples given to methods that need a retain set")
-    time_budget_s: float | None = Field(900, description="per method call; None = no budget")
-    on_gate_failure: Literal["promote_reference", "keep_champion"] = "promote_reference"
+    time_budget_s: float | None = Field(900, gt=0, description="per rung unless the rung sets its own; None = no budget")
+    on_gate_failure: Literal["promote_reference", "keep_champion", "retry"] = "promote_reference"
+    retry_attempts: int = Field(1, ge=1, le=5, description="with on_gate_failure: retry, climbs of the ladder after the first, each with a new seed")
     seed: int = 0
 
-    def method_for(self, kind: str, goal: str, override: str | None = None) -> str:
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _ladders(cls, value):
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for kind, goals in value.items():
+            if not isinstance(goals, dict):
+                raise ValueError(f"methods.{kind} must map goals to a method or a list of rungs")
+            out[kind] = {goal: _as_ladder(spec) for goal, spec in goals.items()}
+        return out
+
+    def ladder_for(self, kind: str, goal: str, override: str | None = None, calibration: dict | None = None) -> tuple[list[Rung], str]:
+        """The rungs for (kind, goal) and where they came from: override, params, calibration, shipped."""
         if override:
-            return override
-        try:
-            return self.methods[kind][goal]
-        except KeyError:
-            raise ConfigError(f"no unlearning method configured for {kind} requests with goal {goal}", "add it under unlearning.methods in params.yaml") from None
+            rungs, source = [Rung(method=override)], "--method"
+        elif goal in self.methods.get(kind, {}):
+            rungs, source = self.methods[kind][goal], "params.yaml"
+        elif self.use_calibration and calibration and goal in (calibration.get("ladders") or {}).get(kind, {}):
+            rungs, source = _as_ladder(calibration["ladders"][kind][goal]), f"calibration {calibration.get('calibration_id', '')}".strip()
+        elif goal in SHIPPED_LADDERS.get(kind, {}):
+            rungs, source = _as_ladder(SHIPPED_LADDERS[kind][goal]), "shipped default"
+        else:
+            raise ConfigError(f"no unlearning method configured for {kind} requests with goal {goal}", "add a ladder under unlearning.methods in params.yaml")
+        # unlearning.configs.<method> sits under each rung's own config
+        return [Rung(method=r.method, config={**self.configs.get(r.method, {}), **r.config}, time_budget_s=r.time_budget_s) for r in rungs], source
+
+    def method_for(self, kind: str, goal: str, override: str | None = None) -> str:
+        """The first rung's method (kept for callers that run one method)."""
+        return self.ladder_for(kind, goal, override)[0][0].method
 
 
 def unlearning_policy(params) -> UnlearningPolicy:
     from forgetflow.params import params_section
 
     return params_section(params, "unlearning", UnlearningPolicy)
+
+
+def calibration_path(settings) -> Path:
+    return settings.state_dir / "calibration.json"
+
+
+def load_calibration(settings) -> dict | None:
+    """The workspace's calibration, or None. A damaged file is an error, not a silent fallback."""
+    path = calibration_path(settings)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        for kind, goals in (data.get("ladders") or {}).items():
+            for goal, rungs in goals.items():
+                _as_ladder(rungs)
+    except (json.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path} is not a valid calibration ({exc})", "run `forgetflow calibrate` again, or delete the file to use the shipped ladders") from exc
+    return data

@@ -94,6 +94,9 @@ def register(settings: Settings, state: BatchState) -> dict:
         )
         existing = {"version": reg.version, "run_id": reg.run_id}
     set_alias(settings, "candidate", existing["version"])  # again: a crash may have come before it
+    from forgetflow.deletion.registry import log_rung_runs
+
+    log_rung_runs(settings, existing["run_id"], state.batch_id, unlearned["runs"])
     out["candidate"] = {"version": existing["version"], "run_id": existing["run_id"]}
     versions = {"candidate_version": out["candidate"]["version"], "reference_version": out.get("reference", {}).get("version")}
     record_events(settings, "registered", state.batch_id, state.steps["validated"]["valid"], lambda _: versions)
@@ -119,10 +122,12 @@ def promote(settings: Settings, state: BatchState) -> dict:
     policy = unlearning_policy(params)
     registered, evaluated = state.steps["registered"], state.steps["evaluated"]
     candidate = registered["candidate"]["version"]
+    rungs = _promoted_rungs(state)
     if evaluated["passed"]:
-        outcome, champion, honoured = "candidate promoted: gate passed", candidate, True
-    elif policy.on_gate_failure == "promote_reference" and "reference" in registered:
-        outcome, champion, honoured = "reference promoted: gate rejected the candidate", registered["reference"]["version"], True
+        outcome, champion, honoured = f"candidate promoted: gate passed ({rungs})", candidate, True
+    elif policy.on_gate_failure in ("promote_reference", "retry") and "reference" in registered:
+        # `retry` has already climbed the ladder again (pipeline.unlearn); the reference is the last resort.
+        outcome, champion, honoured = f"reference promoted: gate rejected the candidate ({rungs})", registered["reference"]["version"], True
     else:
         why = "no reference was trained" if "reference" not in registered else "policy keep_champion"
         outcome, champion, honoured = f"champion kept: gate rejected the candidate ({why}); requests not yet honoured by the model", alias_version(settings, "champion"), False
@@ -135,6 +140,20 @@ def promote(settings: Settings, state: BatchState) -> dict:
     else:
         record_events(settings, "failed", state.batch_id, valid, lambda _: {"champion_version": champion, "reason": outcome}, unless=("promoted",))
     return state.record(settings, "promoted", {"champion": champion, "outcome": outcome, "honoured": honoured})
+
+
+def _promoted_rungs(state: BatchState) -> str:
+    """'rung 2 of 3 (neggrad_plus)' per group, or 'every rung failed'."""
+    parts = []
+    for run in state.steps["unlearned"]["runs"]:
+        if "skipped" in run or "ladder" not in run:
+            continue
+        tried = len(run["ladder"])
+        if run.get("promoted_rung") is None:
+            parts.append(f"{run['category']}/{run['goal']}: every rung failed ({tried} tried)")
+        else:
+            parts.append(f"{run['category']}/{run['goal']}: rung {run['promoted_rung'] + 1} of {len(run.get('rungs') or []) or tried} ({run['method']})")
+    return "; ".join(parts) or "no ladder"
 
 
 def erase(settings: Settings, state: BatchState) -> dict:
@@ -223,7 +242,7 @@ def summary(state: BatchState) -> dict:
         "valid": steps.get("validated", {}).get("valid", []),
         "rejected": steps.get("validated", {}).get("rejected", {}),
         "data": {k: steps.get("versioned", {}).get(k) for k in ("dataset", "md5_before", "md5_after", "removed", "touched_shards")},
-        "methods": [{k: r.get(k) for k in ("category", "goal", "method", "n_forget_train", "seconds", "stopped_because", "skipped")} for r in steps.get("unlearned", {}).get("runs", [])],
+        "methods": [{k: r.get(k) for k in ("category", "goal", "method", "n_forget_train", "seconds", "stopped_because", "skipped", "promoted_rung", "ladder_source", "ladder")} for r in steps.get("unlearned", {}).get("runs", [])],
         "reference": {k: v for k, v in steps.get("reference", {}).items() if k != "checkpoint"},
         "gate": steps.get("evaluated", {}),
         "registered": steps.get("registered", {}),
@@ -247,6 +266,10 @@ def summary_markdown(result: dict) -> str:
         lines.append(f"| data version | `{data['md5_before']}` -> `{data['md5_after']}` ({data['removed']} samples removed, shards {', '.join(data['touched_shards'] or [])}) |")
     for run in result["methods"]:
         lines.append(f"| unlearning | {run['category']}/{run['goal']}: `{run['method']}` on {run.get('n_forget_train')} train samples, {run.get('seconds') or 0:.1f} s |")
+        for step in run.get("ladder") or []:
+            verdict = "PASS" if step["passed"] else "fail"
+            retry = f", retry {step['attempt']}" if step.get("attempt") else ""
+            lines.append(f"| rung {step['index'] + 1}{retry} | `{step['method']}` {step['seconds']:.1f} s: {verdict}: {_md_cell(step['reason'])} |")
     gate = result["gate"]
     for group in gate.get("groups", []):
         lines.append(f"| gate {group['category']}/{group['goal']} | {'PASS' if group['passed'] else 'FAIL'}: {group['reason']} |")
@@ -258,6 +281,10 @@ def summary_markdown(result: dict) -> str:
     if result["rejected"]:
         lines += ["", "Rejected requests:", ""] + [f"- `{rid}`: {why}" for rid, why in result["rejected"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def dump(result: dict) -> str:

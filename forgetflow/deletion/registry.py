@@ -66,3 +66,48 @@ def mark_superseded(settings: Settings, *, before_version: int, batch_id: str, k
         client.set_model_version_tag(name, version, f"{TAG_PREFIX}superseded_by_erasure", batch_id)
         tagged.append(version)
     return tagged
+
+
+def log_rung_runs(settings: Settings, parent_run_id: str, batch_id: str, runs: list[dict]) -> list[str]:
+    """One MLflow child run per rung of each group's method ladder, under the batch's candidate
+    run: the method, its full config, its wall time, the gate's verdict and reason, and whether it
+    was the promoted rung. Found again by tags, so a resumed batch never logs a rung twice."""
+    import math
+
+    from mlflow.entities import Metric, Param
+
+    client = _client(settings)
+    parent = client.get_run(parent_run_id)
+    existing = {
+        r.data.tags.get(f"{TAG_PREFIX}rung_id")
+        for r in client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=1000)
+    }
+    logged = []
+    for group_index, run in enumerate(runs):
+        for outcome in run.get("outcomes") or []:
+            rung_id = f"g{group_index}-a{outcome['attempt']}-r{outcome['index']}"
+            if rung_id in existing:
+                continue
+            promoted = run.get("promoted_rung") == outcome["index"] and outcome["passed"]
+            tags = {
+                "mlflow.parentRunId": parent_run_id,
+                "mlflow.runName": f"{batch_id}-{rung_id}-{outcome['method']}",
+                f"{TAG_PREFIX}batch_id": batch_id,
+                f"{TAG_PREFIX}rung_id": rung_id,
+                f"{TAG_PREFIX}stage": "ladder-rung",
+                f"{TAG_PREFIX}group": f"{run['category']}/{run['goal']}",
+                f"{TAG_PREFIX}gate_passed": str(bool(outcome["passed"])),
+                f"{TAG_PREFIX}gate_reason": str(outcome["reason"])[:5000],
+                f"{TAG_PREFIX}promoted": str(bool(promoted)),
+                f"{TAG_PREFIX}ladder_source": str(run.get("ladder_source", "")),
+            }
+            child = client.create_run(parent.info.experiment_id, tags=tags, run_name=tags["mlflow.runName"])
+            now = int(child.info.start_time)
+            params = [Param("method", outcome["method"]), Param("rung", str(outcome["index"] + 1)), Param("attempt", str(outcome["attempt"]))]
+            params += [Param(f"config.{k}", str(v)[:500]) for k, v in sorted((outcome.get("config") or {}).items())]
+            metrics = [Metric("seconds", float(outcome["seconds"]), now, 0), Metric("gate_passed", 1.0 if outcome["passed"] else 0.0, now, 0)]
+            metrics += [Metric(f"gate.{k}", float(v), now, 0) for k, v in sorted((outcome.get("metrics") or {}).items()) if isinstance(v, (int, float)) and math.isfinite(v)]
+            client.log_batch(child.info.run_id, metrics=metrics, params=params)
+            client.set_terminated(child.info.run_id, "FINISHED")
+            logged.append(child.info.run_id)
+    return logged

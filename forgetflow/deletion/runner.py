@@ -18,8 +18,8 @@ def run_pending(settings: Settings, request_ids: list[str] | None = None, *, met
                 break
             if pipeline.validate(settings, state)["valid"]:
                 pipeline.version_data(settings, state)
-                pipeline.unlearn(settings, state, method_override=method, progress=progress)
                 pipeline.reference(settings, state, progress=progress)
+                pipeline.unlearn(settings, state, method_override=method, progress=progress)
                 pipeline.evaluate(settings, state)
                 promotion.register(settings, state)
                 promotion.promote(settings, state)
