@@ -157,6 +157,10 @@ def _targets(results: Path) -> str | None:
     if found:
         rows += methods_report.targets(found)
     rows += _pipeline_targets(results)
+    from benchmarks import ladder
+
+    if (results / "ladder").is_dir():
+        rows = ladder.targets(ladder.load_results(results / "ladder")) + rows
     for folder in (results / "quick", results):
         path = folder / "suite.json"
         if path.exists():
@@ -176,11 +180,11 @@ def _targets(results: Path) -> str | None:
 
 
 def sections(results: Path, plots: Path, prefix: str, legacy: bool) -> list[str]:
-    from benchmarks import challenge, methods_report, scaling
+    from benchmarks import challenge, ladder, methods_report, scaling
 
     parts = []
     for name, builder in (
-        ("foundation", None), ("requests_validation", None), ("methods", methods_report.render), ("challenge", challenge.render),
+        ("ladder", ladder.render), ("foundation", None), ("requests_validation", None), ("methods", methods_report.render), ("challenge", challenge.render),
         ("scaling", scaling.render), ("deletion_flow", None), ("service", None), ("evaluation", None),
     ):
         if builder is not None:

@@ -29,10 +29,26 @@ class RequestAudit:
     excluded_by_version: str | None = None
     gate: dict | None = None
     erasure: dict | None = None
+    ladder: dict | None = None  # the method ladder of the request's group: rungs tried, promoted rung, source
     findings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def batch_ladders(settings: Settings, batch_id: str) -> list[dict]:
+    """The ladders climbed in one batch, from the ledger: one row per request group (requests that
+    were unlearned together share one ladder), with the requests it served."""
+    groups: dict[str, dict] = {}
+    for entry in open_ledger(settings).entries():
+        if entry.get("event") != "unlearned" or entry.get("batch_id") != batch_id:
+            continue
+        key = json.dumps([entry.get("ladder"), entry.get("promoted_rung"), entry.get("ladder_source")], sort_keys=True, default=str)
+        group = groups.setdefault(key, {k: entry.get(k) for k in ("ladder", "promoted_rung", "ladder_source", "method", "seconds")} | {"requests": []})
+        group["requests"].append(entry["request_id"])
+    if not groups:
+        raise ForgetflowError(f"no unlearning recorded for batch {batch_id} in the ledger", "list batches with `forgetflow request list` (column batch) or check the ID")
+    return list(groups.values())
 
 
 def _versions(settings: Settings) -> dict[str, dict]:
@@ -60,6 +76,9 @@ def audit_request(settings: Settings, request_id: str) -> RequestAudit:
     audit.batch_id = batched["batch_id"]
     versions = _versions(settings)
     promoted = status.last("promoted")
+    unlearned = status.last("unlearned")
+    if unlearned and "ladder" in unlearned:
+        audit.ladder = {k: unlearned.get(k) for k in ("ladder", "promoted_rung", "ladder_source", "method")}
     evaluated = status.last("evaluated")
     if evaluated:
         audit.gate = {"passed": evaluated.get("gate_passed"), "reason": evaluated.get("reason")}

@@ -100,8 +100,12 @@ def test_cli_lists_methods_as_json_and_table():
     runner = CliRunner()
     out = runner.invoke(app, ["methods", "--json"])
     assert out.exit_code == 0, out.output
-    rows = {row["name"]: row for row in json.loads(out.output)}
+    listing = json.loads(out.output)
+    rows = {row["name"]: row for row in listing["methods"]}
     assert SEED_METHODS <= set(rows)
+    assert all(rows[name]["measured"] for name in ("l2ul", "svd_projection", "pgu"))  # the seed papers state their measured limits
+    ladders = {(row["kind"], row["goal"]): row for row in listing["ladders"]}
+    assert ladders[("samples", "forget")]["rungs"] and ladders[("classes", "forget")]["source"] in ("shipped default", "params.yaml") or ladders[("classes", "forget")]["source"].startswith("calibration")
     assert rows["pgu"]["needs"] == ["forget", "val", "stats"] and rows["pgu"]["defaults"]["gamma"] is None and rows["pgu"]["defaults"]["class_stop_accuracy"] == 1.0
     table = runner.invoke(app, ["methods"])
     assert table.exit_code == 0 and "l2ul" in table.output and "pgu" in table.output

@@ -63,6 +63,8 @@ def audit_request_command(request_id: str, as_json: Annotated[bool, typer.Option
     for entry in audit.history:
         extras = {k: v for k, v in entry.items() if k in ("reason", "method", "gate_passed", "champion_version", "candidate_version", "verified", "outcome")}
         console.print(f"  {entry['at']}  {entry['event']:<10} {extras if extras else ''}")
+    if audit.ladder:
+        print_ladder(audit.ladder)
     if audit.excluded_by_version:
         console.print(f"first excluded by model version [bold]v{audit.excluded_by_version}[/]")
     if audit.gate:
@@ -73,6 +75,34 @@ def audit_request_command(request_id: str, as_json: Annotated[bool, typer.Option
         console.print(f"[red]finding:[/] {finding}")
     if audit.findings:
         raise typer.Exit(1)
+
+
+def print_ladder(ladder: dict, title: str = "method ladder") -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    promoted = ladder.get("promoted_rung")
+    verdict = f"rung {promoted + 1} promoted" if promoted is not None else "every rung failed"
+    table = Table(title=f"{title} ({escape(str(ladder.get('ladder_source') or ''))}): {verdict}", title_justify="left")
+    for column in ("rung", "try", "method", "seconds", "gate"):
+        table.add_column(column, overflow="fold")
+    for step in ladder.get("ladder") or []:
+        gate = ("[green]PASS[/] " if step.get("passed") else "[red]fail[/] ") + escape(str(step.get("reason", "")))
+        table.add_row(str(step["index"] + 1), str(step.get("attempt", 0) + 1), escape(str(step["method"])), f"{step.get('seconds', 0):.1f}", gate)
+    console.print(table)
+
+
+@audit_app.command("batch")
+def audit_batch_command(batch_id: Annotated[str, typer.Argument(help="A batch ID (see `forgetflow audit request ID`).")], as_json: Annotated[bool, typer.Option("--json")] = False, workspace: WorkspaceOption = None) -> None:
+    """The method ladders a batch climbed: every rung tried, its gate verdict, the promoted rung."""
+    from forgetflow.audit import batch_ladders
+
+    groups = batch_ladders(settings_for(workspace), batch_id)
+    if as_json:
+        typer.echo(json.dumps(groups, indent=2, default=str))
+        return
+    for group in groups:
+        print_ladder(group, title=f"{batch_id}: {len(group['requests'])} request(s)")
 
 
 @audit_app.command("model")

@@ -14,17 +14,23 @@ class ServiceParams(BaseModel):
     # Overrides the cron when set: a batch every N seconds (demos and tests; the cron's floor is 1 min).
     batch_interval_s: float | None = Field(None, gt=0)
     inbox_poll_s: float = Field(10.0, gt=0)
+    # When set, `forgetflow serve` also runs `forgetflow calibrate` on this cron (e.g. weekly
+    # "0 3 * * 0"), so the method ladders follow the champion as batches change it.
+    calibration_cron: str | None = None
 
     @model_validator(mode="after")
     def _valid_schedule(self) -> "ServiceParams":
         # Validated by the schedule class Prefect itself uses, so what passes here also deploys.
         from prefect.client.schemas.schedules import CronSchedule
 
-        try:
-            CronSchedule(cron=self.batch_cron, timezone=self.timezone)
-        except ValidationError as exc:
-            reasons = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
-            raise ValueError(f"batch_cron {self.batch_cron!r} / timezone {self.timezone!r}: {reasons}") from None
+        for name, cron in (("batch_cron", self.batch_cron), ("calibration_cron", self.calibration_cron)):
+            if cron is None:
+                continue
+            try:
+                CronSchedule(cron=cron, timezone=self.timezone)
+            except ValidationError as exc:
+                reasons = "; ".join(error["msg"].removeprefix("Value error, ") for error in exc.errors())
+                raise ValueError(f"{name} {cron!r} / timezone {self.timezone!r}: {reasons}") from None
         return self
 
 

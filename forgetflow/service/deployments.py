@@ -4,6 +4,8 @@
 - `urgent-<ws>`: the deletion flow, triggered by a `forgetflow.request.received` event whose
   resource is labelled urgent and belongs to this workspace.
 - `reference-<ws>` (work pools only): the reference retrain, on its own (GPU) pool.
+- `calibrate-<ws>` (served, when `service.calibration_cron` is set): `forgetflow calibrate` on
+  its own schedule, so the method ladders follow the champion.
 
 `served_deployments` builds them for `forgetflow serve` (runs are subprocesses of the serving
 process); `deploy_to_pools` registers them with work pools for `prefect worker start` processes.
@@ -102,7 +104,21 @@ def served_deployments(settings: Settings) -> list:
     common = {"parameters": parameters, "concurrency_limit": _one_at_a_time(), "tags": ["forgetflow"], "version": _version()}
     batch = process_deletions.to_deployment(name=names.batch, schedules=[batch_schedule(settings)], description=f"Scheduled deletion batch of {settings.workspace}", **common)
     urgent = process_deletions.to_deployment(name=names.urgent, triggers=[urgent_trigger(settings)], description=f"Urgent deletion requests of {settings.workspace}", **common)
-    return [batch, urgent]
+    return [batch, urgent, *calibration_deployments(settings, common)]
+
+
+def calibration_deployments(settings: Settings, common: dict) -> list:
+    """`calibrate-<ws>` on `service.calibration_cron`, or nothing when it is not set."""
+    from prefect.schedules import Cron
+
+    from flows.calibrate import calibrate
+    from forgetflow.params import load_params
+    from forgetflow.service.config import service_params
+
+    service = service_params(load_params(settings.params_path))
+    if not service.calibration_cron:
+        return []
+    return [calibrate.to_deployment(name=f"calibrate-{workspace_tag(settings)}", schedules=[Cron(service.calibration_cron, timezone=service.timezone)], description=f"Method-ladder calibration of {settings.workspace}", **common)]
 
 
 def ensure_work_pool(name: str, *, concurrency_limit: int | None = None) -> None:
