@@ -106,7 +106,12 @@ def draw_proxies(train: LoadedSplit, subjects: np.ndarray | None, *, seed: int =
         elif name == "subjects":
             if subjects is None or len(np.unique(subjects)) < 2:
                 continue
-            chosen = rng.choice(np.unique(subjects), size=min(n_subjects, len(np.unique(subjects)) - 1), replace=False)
+            # At least `n_subjects`, and enough to hold ~5 % of the train split: on a handful of
+            # samples one sample moves forget accuracy by more than the gate's threshold.
+            order = rng.permutation(np.unique(subjects))
+            owned = np.cumsum([np.count_nonzero(subjects == s) for s in order])
+            count = min(len(order) - 1, max(n_subjects, int(np.searchsorted(owned, 0.05 * n)) + 1))
+            chosen = order[:count]
             index = np.flatnonzero(np.isin(subjects, chosen))
             proxies.append(Proxy(name, "subjects", "forget", index, description=f"{len(chosen)} subjects ({len(index)} train samples)"))
         elif name == "classes":

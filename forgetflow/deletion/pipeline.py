@@ -206,6 +206,12 @@ def unlearn(settings: Settings, state: BatchState, *, method_override: str | Non
                 failed_group = index
             continue
         rungs, source = policy.ladder_for(group.kind, group.goal, method_override if _serves(method_override, group.kind, group.goal) else None, calibration)
+        if record.get("checkpoints"):  # a resumed ladder keeps the rungs it started with (its outcomes refer to them)
+            from forgetflow.ladder import Rung
+
+            rungs, source = [Rung.model_validate(r) for r in record["rungs"]], record["source"]
+        else:  # nothing ran to a model (e.g. every rung was misconfigured): start over with today's ladder
+            record = {}
         gate = evaluation_gate(
             original, reference_model, forget=forget, retain=splits["train"], val=splits["val"], test=splits["test"],
             kind=group.kind, goal=group.goal, params=eval_params,
@@ -238,17 +244,20 @@ def unlearn(settings: Settings, state: BatchState, *, method_override: str | Non
                 break
         promoted = next((o for o in outcomes if o.passed), None)
         last = promoted or next((o for o in reversed(outcomes) if f"a{o.attempt}-r{o.index}" in checkpoints), None)
-        if last is None:
-            raise ForgetflowError(f"{state.batch_id}: no rung of the {group.kind}/{group.goal} ladder could run", "; ".join(f"{o.method}: {o.error}" for o in outcomes) or "check unlearning.methods in params.yaml")
-        chosen = checkpoints[f"a{last.attempt}-r{last.index}"]
+        if last is not None:
+            chosen = checkpoints[f"a{last.attempt}-r{last.index}"]
+            method, config, stopped = last.method, last.config, last.stopped_because
+        else:  # no rung could run (each error is recorded): the unchanged model stands as the candidate, and fails
+            chosen = str(save_checkpoint(model, folder / "ladder" / f"group-{index}" / "unchanged.pt", extra={"role": "rung", "batch_id": state.batch_id}, layer_stats=stats))
+            method, config, stopped = "none", {}, "no rung could run: " + "; ".join(f"{o.method}: {o.error}" for o in outcomes)
         model, saved = load_checkpoint(Path(chosen))
         stats = saved.get("layer_stats")
         seconds = sum(o.seconds for o in outcomes)
         total_seconds += seconds
         ladder = [{k: o.as_dict()[k] for k in ("index", "attempt", "method", "passed", "reason", "seconds", "error")} for o in outcomes]
         run = {
-            **group.as_dict(), "method": last.method, "n_samples": len(group.sample_ids), "n_forget_train": int(len(forget.labels)),
-            "seconds": seconds, "config": last.config, "stopped_because": last.stopped_because,
+            **group.as_dict(), "method": method, "n_samples": len(group.sample_ids), "n_forget_train": int(len(forget.labels)),
+            "seconds": seconds, "config": config, "stopped_because": stopped,
             "promoted_rung": promoted.index if promoted else None, "ladder_source": source, "ladder": ladder,
             "rungs": [r.model_dump() for r in rungs], "outcomes": [o.as_dict() for o in outcomes],
         }
@@ -259,7 +268,7 @@ def unlearn(settings: Settings, state: BatchState, *, method_override: str | Non
         state.record(settings, "ladder", ladder_state)
         crash_point("unlearn-group")
         record_events(settings, "unlearned", state.batch_id, group.request_ids, lambda _: {
-            "method": last.method, "seconds": round(seconds, 3), "champion_version": champion["version"],
+            "method": method, "seconds": round(seconds, 3), "champion_version": champion["version"],
             "promoted_rung": run["promoted_rung"], "ladder_source": source,
             "ladder": [{k: v for k, v in step.items() if k != "error" or v} for step in ladder],
         })

@@ -17,6 +17,14 @@ from explicit overrides):
 Deviations: the notebooks' learning-rate decay milestones and the unused "other KD" term (beta) are
 left out; the notebooks' label-smoothing setting is not used by the reference loop either, so it is
 not applied here. The teacher is a frozen deep copy: the caller's model is never modified.
+
+`scrub_rewind` is the paper's SCRUB+R, its variant for privacy (removing a random or per-person
+subset, where forgetting too much is itself a membership signal): SCRUB runs with a checkpoint kept
+after every epoch (and the starting model); a reference point for the forget error is taken from
+held-out data of the forget set's distribution, and the run is rewound to the checkpoint whose
+forget error is closest to it. Here the held-out data is the validation split (never the test
+split), class by class, weighted by the forget set's class mix; the small-scale settings above
+apply. The chosen epoch and both errors are in the result's `extra` and `stopped_because`.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ SEARCH_SPACE = {
 }
 
 
-def _run(info: MethodInfo, model: nn.Module, forget: LoadedSplit, retain: LoadedSplit | None, config: dict | None, seed: int, device: str, time_budget_s: float | None, progress: bool, kind: str | None, goal: str | None) -> UnlearnResult:
+def _run(info: MethodInfo, model: nn.Module, forget: LoadedSplit, retain: LoadedSplit | None, config: dict | None, seed: int, device: str, time_budget_s: float | None, progress: bool, kind: str | None, goal: str | None, val: LoadedSplit | None = None) -> UnlearnResult:
     timer = Timer(time_budget_s)
     cfg = pu.resolve_config(info.name, info.defaults, config)
     pu.check_request(info, kind, goal)
@@ -62,6 +70,10 @@ def _run(info: MethodInfo, model: nn.Module, forget: LoadedSplit, retain: Loaded
         optimizer.step()
         return float(loss.detach())
 
+    rewind = info.name == "scrub_rewind"
+    if rewind:
+        target = _heldout_error(student, val, forget, device, info.name)
+        checkpoints = [(0, _error(student, forget_t.x, forget_t.y, device), _state(student))]
     log, stopped = [], "epochs done"
     for epoch in pu.epochs_bar(cfg["epochs"], info.name, progress):
         student.train()
@@ -81,11 +93,52 @@ def _run(info: MethodInfo, model: nn.Module, forget: LoadedSplit, retain: Loaded
             if timer.over_budget():
                 break
         row["retain_loss"] = sum(min_losses) / max(len(min_losses), 1)
+        if rewind:
+            row["forget_error"] = _error(student, forget_t.x, forget_t.y, device)
+            checkpoints.append((epoch + 1, row["forget_error"], _state(student)))
         log.append(row)
         if timer.over_budget():
             stopped = "time budget"
             break
-    return pu.finish(student, timer, cfg, log, stopped)
+    if not rewind:
+        return pu.finish(student, timer, cfg, log, stopped)
+    epoch, error, state = min(checkpoints, key=lambda c: (abs(c[1] - target), -c[0]))
+    student.load_state_dict(state)
+    stopped = f"{stopped}; rewound to epoch {epoch} (forget error {error:.1f}% vs held-out reference point {target:.1f}%)"
+    return pu.finish(student, timer, cfg, log, stopped, extra={"rewind_epoch": epoch, "forget_error": error, "reference_error": target})
+
+
+def _state(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _error(model: nn.Module, x, y, device: str) -> float:
+    """Top-1 error in percent, eval mode."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        wrong = sum(int((pu.logits_of(model, x[i : i + 512], device).argmax(1) != y[i : i + 512]).sum()) for i in range(0, len(y), 512))
+    return 100.0 * wrong / max(len(y), 1)
+
+
+def _heldout_error(model: nn.Module, val: LoadedSplit | None, forget: LoadedSplit, device: str, name: str) -> float:
+    """The original's validation error per class, weighted by the forget set's class mix: what a model
+    that never saw the forget set is expected to get wrong on it (SCRUB+R's reference point)."""
+    import numpy as np
+
+    val_t = pu.Tensors(pu.require_split(val, "val", name), device)
+    labels, counts = np.unique(forget.labels, return_counts=True)
+    error, weight = 0.0, 0
+    for label, count in zip(labels.tolist(), counts.tolist()):
+        index = (val_t.y == label).nonzero().flatten()
+        if len(index) == 0:
+            continue  # no held-out sample of this class: it cannot inform the reference point
+        error += count * _error(model, val_t.x[index], val_t.y[index], device)
+        weight += count
+    if weight == 0:
+        raise pu.MissingInputError(f"{name}: the validation split has no sample of the forget set's classes", "SCRUB+R needs held-out data of the forget set's distribution; use scrub")
+    return error / weight
 
 
 def unlearn(model: nn.Module, forget: LoadedSplit, *, retain: LoadedSplit | None = None, val: LoadedSplit | None = None, stats=None, config: dict | None = None, seed: int = 0, device: str = "cpu", time_budget_s: float | None = None, progress: bool = True, kind: str | None = None, goal: str | None = None) -> UnlearnResult:
@@ -94,6 +147,10 @@ def unlearn(model: nn.Module, forget: LoadedSplit, *, retain: LoadedSplit | None
 
 def unlearn_large(model: nn.Module, forget: LoadedSplit, *, retain: LoadedSplit | None = None, val: LoadedSplit | None = None, stats=None, config: dict | None = None, seed: int = 0, device: str = "cpu", time_budget_s: float | None = None, progress: bool = True, kind: str | None = None, goal: str | None = None) -> UnlearnResult:
     return _run(INFO_LARGE, model, forget, retain, config, seed, device, time_budget_s, progress, kind, goal)
+
+
+def unlearn_rewind(model: nn.Module, forget: LoadedSplit, *, retain: LoadedSplit | None = None, val: LoadedSplit | None = None, stats=None, config: dict | None = None, seed: int = 0, device: str = "cpu", time_budget_s: float | None = None, progress: bool = True, kind: str | None = None, goal: str | None = None) -> UnlearnResult:
+    return _run(INFO_REWIND, model, forget, retain, config, seed, device, time_budget_s, progress, kind, goal, val=val)
 
 
 _PAPER = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023 (arXiv 2302.09880)"
@@ -123,5 +180,19 @@ INFO_LARGE = register(
         defaults=dict(PRESETS["large"]),
         search_space=SEARCH_SPACE,
         fn=unlearn_large,
+    )
+)
+
+INFO_REWIND = register(
+    MethodInfo(
+        name="scrub_rewind",
+        summary="SCRUB+R: SCRUB (small-scale settings) rewound to the epoch whose forget error is closest to the held-out (validation) error, so the forget set ends up looking unseen, not over-forgotten.",
+        paper=_PAPER,
+        kinds=("samples", "subjects", "classes"),
+        goals=("forget",),
+        needs=("forget", "retain", "val"),
+        defaults=dict(PRESETS["small"]),
+        search_space=SEARCH_SPACE,
+        fn=unlearn_rewind,
     )
 )
