@@ -123,7 +123,11 @@ def climb(
             if on_outcome is not None:
                 on_outcome(outcome, None)
             continue
-        verdict = gate(result.model, result.seconds)
+        try:
+            verdict = gate(result.model, result.seconds)
+        except (ValueError, FloatingPointError, RuntimeError) as exc:
+            # A diverged candidate (non-finite outputs) cannot even be measured: it fails the rung.
+            verdict = GateVerdict(False, f"REJECTED: the candidate could not be evaluated ({'non-finite outputs: the method diverged' if not _finite(result.model) or 'NaN' in str(exc) or 'infinity' in str(exc) else exc})")
         outcome = RungOutcome(index, rung.method, public_config(result.config), verdict.passed, verdict.reason, float(result.seconds), result.stopped_because, dict(verdict.metrics), attempt)
         outcomes.append(outcome)
         if on_outcome is not None:
@@ -131,6 +135,12 @@ def climb(
         if verdict.passed:
             return LadderResult(outcomes, len(outcomes) - 1, result)
     return LadderResult(outcomes, None, result)
+
+
+def _finite(model) -> bool:
+    import torch
+
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def relabel_inputs(method: str, forget, config: dict, new_labels):

@@ -52,11 +52,20 @@ SHIPPED_LADDERS: dict[str, dict[str, list[dict]]] = {
 RungSpec = Union[str, Rung]
 
 
-def _as_ladder(value) -> list[Rung]:
+def _as_ladder(value, where: str = "ladder") -> list[Rung]:
+    from pydantic import ValidationError
+
     items = value if isinstance(value, list) else [value]
     if not items:
-        raise ValueError("a ladder needs at least one rung")
-    return [Rung(method=item) if isinstance(item, str) else Rung.model_validate(item) for item in items]
+        raise ValueError(f"{where}: a ladder needs at least one rung")
+    rungs = []
+    for position, item in enumerate(items):
+        try:
+            rungs.append(Rung(method=item) if isinstance(item, str) else Rung.model_validate(item))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"{where}[{position}] (rung {position + 1}): {problems}") from None
+    return rungs
 
 
 class UnlearningPolicy(BaseModel):
@@ -80,7 +89,7 @@ class UnlearningPolicy(BaseModel):
         for kind, goals in value.items():
             if not isinstance(goals, dict):
                 raise ValueError(f"methods.{kind} must map goals to a method or a list of rungs")
-            out[kind] = {goal: _as_ladder(spec) for goal, spec in goals.items()}
+            out[kind] = {goal: _as_ladder(spec, f"{kind}.{goal}") for goal, spec in goals.items()}
         return out
 
     def ladder_for(self, kind: str, goal: str, override: str | None = None, calibration: dict | None = None) -> tuple[list[Rung], str]:

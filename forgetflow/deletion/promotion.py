@@ -137,8 +137,8 @@ def promote(settings: Settings, state: BatchState) -> dict:
     valid = state.steps["validated"]["valid"]
     if honoured:
         record_events(settings, "promoted", state.batch_id, valid, lambda _: {"champion_version": champion, "outcome": outcome}, unless=("failed",))
-    else:
-        record_events(settings, "failed", state.batch_id, valid, lambda _: {"champion_version": champion, "reason": outcome}, unless=("promoted",))
+    # Not honoured: `failed` is recorded after the erasure (see erase), so that it stays the
+    # request's state: the data is gone, but no model excludes it yet.
     return state.record(settings, "promoted", {"champion": champion, "outcome": outcome, "honoured": honoured})
 
 
@@ -186,6 +186,9 @@ def erase(settings: Settings, state: BatchState) -> dict:
     removed = {label: len(oids) for label, oids in record.objects_removed.items()}
     proof = {"objects_removed": removed, "run_cache_removed": record.run_cache_removed, "verified": check.ok, "problems": check.problems[:5], "tombstone": tombstone["path"], "tombstone_sha256": tombstone["sha256"]}
     record_events(settings, "erased", state.batch_id, state.steps["validated"]["valid"], lambda _: proof)
+    promoted = state.steps["promoted"]
+    if not promoted["honoured"]:
+        record_events(settings, "failed", state.batch_id, state.steps["validated"]["valid"], lambda _: {"champion_version": promoted["champion"], "reason": promoted["outcome"]}, unless=("promoted",))
     return state.record(settings, "erased", summary)
 
 
