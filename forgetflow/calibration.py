@@ -137,6 +137,33 @@ def _take(split: LoadedSplit, index: np.ndarray) -> LoadedSplit:
     return LoadedSplit(split.images[index], split.labels[index], split.sample_ids[index])
 
 
+def trial_plan(kind: str, goal: str, candidates, max_configs: int, notes: list[str], proxy: str) -> list[tuple[str, dict]]:
+    """(method, config) pairs to try: the shipped ladder's rungs first (so a calibrated ladder is
+    never chosen from less than the shipped one), then each candidate method's paper default and
+    short configs from its search space; duplicates once."""
+    from forgetflow.deletion.policy import SHIPPED_LADDERS
+    from forgetflow.errors import ForgetflowError
+    from forgetflow.methods import get_method
+
+    plan: list[tuple[str, dict]] = []
+    shipped = SHIPPED_LADDERS.get(kind, {}).get(goal, [])
+    pairs = [(r["method"], dict(r.get("config") or {})) for r in shipped]
+    for method in candidates.get((kind, goal), ()):
+        try:
+            info = get_method(method)
+        except ForgetflowError as exc:
+            notes.append(f"{proxy}: {method} skipped ({exc.message})")
+            continue
+        if not info.serves(kind, goal):
+            notes.append(f"{proxy}: {method} does not serve {kind}/{goal}")
+            continue
+        pairs += [(method, config) for config in candidate_configs(info, max_configs)]
+    for method, config in pairs:
+        if (method, config) not in plan:
+            plan.append((method, config))
+    return plan
+
+
 def candidate_configs(info, max_configs: int) -> list[dict]:
     """The paper default, then short configs from the method's search space (protocol.short_grid)."""
     from forgetflow.protocol import short_grid
@@ -167,9 +194,6 @@ def calibrate(
     log: Callable[[str], None] = print,
 ) -> Calibration:
     """Run the proxies and return the selected ladders with every trial's record."""
-    from forgetflow.errors import ForgetflowError
-    from forgetflow.evaluation.evaluate import evaluate_candidate
-    from forgetflow.methods import get_method, unlearn
     from forgetflow.training import train_model
 
     started = time.perf_counter()
@@ -195,23 +219,14 @@ def calibrate(
         pick = np.sort(rng.choice(len(retain_all.labels), size=min(retain_sample_size, len(retain_all.labels)), replace=False))
         retain = _take(retain_all, pick)
         cache: dict = {}
-        for method in candidates.get((proxy.kind, proxy.goal), ()):
-            try:
-                info = get_method(method)
-            except ForgetflowError as exc:
-                notes.append(f"{proxy.name}: {method} skipped ({exc.message})")
-                continue
-            if not info.serves(proxy.kind, proxy.goal):
-                notes.append(f"{proxy.name}: {method} does not serve {proxy.kind}/{proxy.goal}")
-                continue
-            for config in candidate_configs(info, max_configs):
-                trial = _trial(
-                    proxy, method, config, original, forget, retain, retain_all, val, stats, reference, retrain_seconds,
-                    eval_params, cache, seed, device, max_time_ratio,
-                )
-                trials.append(trial)
-                verdict = "pass" if trial.passed else "fail"
-                log(f"[calibrate] {proxy.name}: {method} {config or '(paper default)'}: {verdict} in {trial.seconds:.1f} s ({trial.reason[:120]})")
+        for method, config in trial_plan(proxy.kind, proxy.goal, candidates, max_configs, notes, proxy.name):
+            trial = _trial(
+                proxy, method, config, original, forget, retain, retain_all, val, stats, reference, retrain_seconds,
+                eval_params, cache, seed, device, max_time_ratio,
+            )
+            trials.append(trial)
+            verdict = "pass" if trial.passed else "fail"
+            log(f"[calibrate] {proxy.name}: {method} {config or '(paper default)'}: {verdict} in {trial.seconds:.1f} s ({trial.reason[:120]})")
         rungs = select_ladder([t for t in trials if t.proxy == proxy.name], max_rungs=max_rungs)
         if rungs:
             for kind in (("samples", "subjects") if proxy.name in ("misclassify", "relabel") else (proxy.kind,)):
