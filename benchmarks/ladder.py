@@ -43,6 +43,7 @@ KINDS = ("samples", "subjects", "class", "misclassify")
 SCENARIO = {"samples": ("random", "samples", "forget"), "subjects": ("subjects", "subjects", "forget"), "class": ("class", "classes", "forget")}
 MISCLASSIFY_K = (16, 64, 128)
 TRAIN_POOL, TEST_POOL, EPOCHS = 3000, 2000, 60
+RETAIN_SAMPLE = 2000  # unlearning.retain_sample_size as shipped: what the deletion flow gives a method
 
 
 def load_setting(epochs: int = EPOCHS, train_pool: int = TRAIN_POOL):
@@ -109,7 +110,7 @@ def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, cal
         from forgetflow.calibration import calibrate as run_calibration
 
         started = time.perf_counter()
-        result = run_calibration(original, data.spec, data.recipe, train=data.train, val=data.val, subjects=data.subjects.astype(str), eval_params=params, stats=stats, seed=seed, reference_seed=seed + 5000, progress=False, log=lambda m: log("  " + m))
+        result = run_calibration(original, data.spec, data.recipe, train=data.train, val=data.val, subjects=data.subjects.astype(str), eval_params=params, stats=stats, seed=seed, reference_seed=seed + 5000, retain_sample_size=RETAIN_SAMPLE, progress=False, log=lambda m: log("  " + m))
         calibration = {"ladders": result.ladders, "calibration_id": f"bench-seed-{seed}"}
         out["calibration"] = {"ladders": result.ladders, "notes": result.notes, "seconds": time.perf_counter() - started, "trials": [t.__dict__ for t in result.trials]}
         log(f"seed {seed}: calibration {out['calibration']['seconds']:.0f} s: {json.dumps(result.ladders)}")
@@ -135,7 +136,7 @@ def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, cal
         sanity_gate = evaluation_gate(original, reference, forget=forget, retain=retain, val=data.val, test=data.test, kind=request_kind, goal=goal, params=params, forget_classes=forget_classes, reference_required=True)
         row["retrain_passes_gate"] = sanity_gate(noise, 0.0).passed
         row["original_passes_gate"] = sanity_gate(original, 0.0).passed
-        pick = np.sort(retain_rng.choice(len(retain.labels), size=min(2000, len(retain.labels)), replace=False))
+        pick = np.sort(retain_rng.choice(len(retain.labels), size=min(RETAIN_SAMPLE, len(retain.labels)), replace=False))
         retain_sample = _subset(retain, np.isin(np.arange(len(retain.labels)), pick))
         for variant, cal in variants.items():
             rungs, source = _ladder_rungs(request_kind, goal, cal)
@@ -174,7 +175,7 @@ def misclassify(data, original, seed: int, k: int, variants: dict, params, log) 
 
     mask, _ = forget_mask(data, "misclassify", seed, k)
     forget, retain = _subset(data.train, mask), _subset(data.train, ~mask)
-    pick = np.sort(np.random.default_rng(seed).choice(len(retain.labels), size=min(2000, len(retain.labels)), replace=False))
+    pick = np.sort(np.random.default_rng(seed).choice(len(retain.labels), size=min(RETAIN_SAMPLE, len(retain.labels)), replace=False))
     retain_sample = _subset(retain, np.isin(np.arange(len(retain.labels)), pick))
     out = {}
     for variant, cal in variants.items():
