@@ -88,7 +88,9 @@ def _ladder_rungs(kind: str, goal: str, calibration: dict | None):
     return UnlearningPolicy().ladder_for(kind, goal, calibration=calibration)
 
 
-def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, calibration: dict | None = None) -> dict:
+def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, calibration: dict | None = None, save=None) -> dict:
+    """One seed's batches, kind by kind; `save(partial)` after each kind, so an interrupted run keeps
+    the kinds it finished (a re-run redoes the seed; the trained models are cached on disk)."""
     import torch
 
     from benchmarks.methods import forget_mask
@@ -119,6 +121,8 @@ def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, cal
     for kind in kinds:
         if kind == "misclassify":
             out["kinds"]["misclassify"] = {str(k): misclassify(data, original, seed, k, variants, params, log) for k in MISCLASSIFY_K}
+            if save:
+                save(out)
             continue
         scenario, request_kind, goal = SCENARIO[kind]
         mask, classes = forget_mask(data, scenario, seed)
@@ -160,6 +164,8 @@ def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, cal
             v = row["variants"][variant]
             log(f"seed {seed} {kind} {variant}: {'PASS rung ' + str(climbed.accepted + 1) if climbed.passed else 'all rungs failed'} of {len(rungs)}; gap {v['promoted_avg_gap']} (original {row['original_avg_gap']:.2f}, floor {row['noise_floor']:.2f}); unlearning {v['unlearn_seconds']:.1f} s vs retrain {reference_seconds:.0f} s")
         out["kinds"][kind] = row
+        if save:
+            save(out)
     return out
 
 
@@ -369,14 +375,21 @@ def main(argv: list[str] | None = None) -> None:
             given = {"ladders": (blob.get("calibration") or blob)["ladders"], "calibration_id": f"{args.calibration.name} (seed {blob.get('seed', '?')})"}
         for seed in args.seeds:
             path = args.out / f"seed-{seed}.json"
-            if path.exists() and not args.force:
+            if path.exists() and json.loads(path.read_text()).get("complete", True) and not args.force:
                 print(f"seed {seed}: done before ({path})", flush=True)
                 continue
             started = time.perf_counter()
-            result = run_seed(data, trained, seed, args.kinds, args.calibrate, lambda m: print(m, flush=True), given)
-            result["wall_seconds"] = time.perf_counter() - started
-            result["command"] = "python -m benchmarks.ladder " + " ".join(sys.argv[1:] if argv is None else argv)
-            path.write_text(json.dumps(result, indent=2, default=float))
+            command = "python -m benchmarks.ladder " + " ".join(sys.argv[1:] if argv is None else argv)
+            previous = json.loads(path.read_text()) if path.exists() else {}
+
+            def save(partial, complete=False):
+                # Kinds this run did not redo (a run of some kinds only) are kept from the earlier file.
+                merged = {**partial, "kinds": {**previous.get("kinds", {}), **partial["kinds"]}, "complete": complete, "command": command}
+                merged["wall_seconds"] = time.perf_counter() - started
+                path.write_text(json.dumps(merged, indent=2, default=float))
+
+            result = run_seed(data, trained, seed, args.kinds, args.calibrate, lambda m: print(m, flush=True), given, save)
+            save(result, complete=True)
     results = load_results(args.out)
     if results:
         (args.out / "report.md").write_text(report(results))
