@@ -3,6 +3,8 @@ the forget set is no more accurate than held-out data of its classes, and not be
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -30,8 +32,21 @@ def test_heldout_stop_ends_when_the_forget_set_looks_unseen(task):
     result = unlearn("neggrad_plus", task.model, task.forget_random, retain=task.retain_random, val=task.test, config=STRONG, progress=False)
     assert result.stopped_because.startswith("forget accuracy") and "reached the held-out accuracy" in result.stopped_because
     assert abs(result.extra["heldout_target"] - target) < 1e-6
-    assert accuracy(result.model, task.forget_random) <= target
+    n = len(task.forget_random.labels)
+    errors = round(n * (100.0 - accuracy(result.model, task.forget_random)) / 100.0)
+    assert errors >= math.floor(n * (100.0 - target) / 100.0) >= 1  # as many errors as an unseen set is expected to have
     assert result.log[-1]["epoch"] < STRONG["epochs"]  # stopped early, not at the epoch cap
+
+
+def test_a_request_already_at_the_heldout_level_is_left_alone(task):
+    """Rounding down: a small set expected to have fewer than one error needs no unlearning."""
+    target = heldout_target(task.model, task.forget_random, task.test)
+    n = max(1, int(0.9 * 100.0 / (100.0 - target)))  # expected errors n * (1 - target) < 1
+    few = LoadedSplit(task.forget_random.images[:n], task.forget_random.labels[:n], task.forget_random.sample_ids[:n])
+    assert accuracy(task.model, few) == 100.0
+    result = unlearn("neggrad_plus", task.model, few, retain=task.retain_random, val=task.test, config=STRONG, progress=False)
+    assert result.stopped_because.startswith("nothing to unlearn") and result.log == []
+    assert all(torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), task.model.state_dict().values()))
 
 
 def test_without_the_rule_the_same_run_goes_past_the_target(task):

@@ -9,6 +9,9 @@ Goals (`goal=` of `forgetflow.methods.unlearn`):
   * `forget` (the paper's setting): the loss above for `epochs` epochs; no stop rule.
   * `misclassify`: the same loss (ascent on the forget instances' true labels, descent on the
     retain data), stopped as soon as every forget instance is predicted away from its label.
+    With `flip_to: runner_up` (forgetflow's variant, not the paper's) the forget term instead
+    descends towards each instance's nearest wrong class (the original's runner-up), only for the
+    instances not flipped yet: bounded, where the ascent keeps pushing flipped instances.
   * `relabel`: the forget term turns into descent towards the new labels,
     beta * CE(retain batch) + (1 - beta) * CE(forget batch, new label), stopped as soon as every
     forget instance is predicted as its new label. As the deletion pipeline does for every relabel
@@ -37,7 +40,7 @@ from forgetflow.methods._loops import batch_tensors, budget_spent, cycle, finish
 from forgetflow.methods.base import MethodInfo, Timer, UnsupportedRequestError, register
 from forgetflow.training import autocast, to_tensor
 
-DEFAULTS = {"lr": 0.01, "epochs": 5, "batch_size": 64, "forget_batch_size": 64, "beta": 0.99, "momentum": 0.9, "weight_decay": 5e-4, "heldout_stop": False}
+DEFAULTS = {"lr": 0.01, "epochs": 5, "batch_size": 64, "forget_batch_size": 64, "beta": 0.99, "momentum": 0.9, "weight_decay": 5e-4, "heldout_stop": False, "flip_to": "ascent"}
 SEARCH_SPACE = {"lr": [1e-3, 1e-2, 5e-2], "epochs": [3, 5, 10], "beta": [0.9, 0.95, 0.99, 0.999]}
 CHECK_CHUNK = 256  # forget instances per step's worth of goal checks: larger sets are checked every ceil(k / 256) steps
 _MET = {"misclassify": "all forget instances misclassified", "relabel": "all forget instances predicted as their new labels"}
@@ -78,9 +81,9 @@ def neggrad_plus(model, forget, *, retain, config, seed, device, goal="forget", 
     if heldout is None:
         log, stopped = run_epochs(model, epochs=config["epochs"], epoch_fn=epoch, timer=timer, desc="NegGrad+", progress=progress)
         return finish(model, timer, config, log, stopped)
-    log, stopped = [], f"{config['epochs']} epochs done before the forget accuracy reached the held-out accuracy"
+    log, stopped = [], heldout.summary(config["epochs"])
     with progress_bar(config["epochs"], "NegGrad+ (held-out stop)", progress) as bar:
-        for number in range(config["epochs"]):
+        for number in range(0 if heldout.done else config["epochs"]):
             row = {"epoch": number + 1, **epoch(number), "forget_accuracy": heldout.last}
             log.append(row)
             bar.update(1)
@@ -90,6 +93,8 @@ def neggrad_plus(model, forget, *, retain, config, seed, device, goal="forget", 
             if budget_spent(timer):
                 stopped = "time budget"
                 break
+        else:
+            stopped = heldout.summary(config["epochs"])
     return finish(model, timer, config, log, stopped, heldout_target=heldout.target, forget_accuracy=heldout.last)
 
 
@@ -103,6 +108,20 @@ def _instance_goal(model, forget, retain, config, generator, optimizer, timer, d
     x_f = to_tensor(forget.images)
     y_f = torch.from_numpy(np.asarray(forget.labels, dtype=np.int64).copy())  # true labels (misclassify) or new labels (relabel)
     check_every = max(1, math.ceil(len(y_f) / CHECK_CHUNK))
+    runner_up = None
+    if goal == "misclassify" and config["flip_to"] == "runner_up":
+        # forgetflow's bounded variant of the misclassify term: descend towards each instance's
+        # nearest wrong class (the original's runner-up), only for instances not flipped yet, so
+        # flipped instances are not pushed further (the unbounded ascent collapses the model).
+        model.eval()
+        with torch.no_grad():
+            logits = torch.cat([model(x_f[i : i + 512].to(device)).float().cpu() for i in range(0, len(y_f), 512)])
+        logits[torch.arange(len(y_f)), y_f] = float("-inf")
+        runner_up = logits.argmax(1)
+    elif config["flip_to"] not in ("ascent", "runner_up"):
+        from forgetflow.errors import ConfigError
+
+        raise ConfigError(f"neggrad_plus: flip_to must be 'ascent' or 'runner_up', got {config['flip_to']!r}", "runner_up is for goal misclassify")
 
     def goal_rate() -> tuple[bool, float]:
         """(goal met, percent of forget instances meeting it), predicted in eval mode."""
@@ -139,12 +158,19 @@ def _instance_goal(model, forget, retain, config, generator, optimizer, timer, d
                     stopped = f"time budget of {timer.budget_s:.1f}s reached in epoch {epoch + 1} of {epochs}"
                     break
                 xr, yr = batch_tensors(retain, index, device)
-                xf, yf = batch_tensors(forget, next(forget_batches), device)
+                picked = next(forget_batches)
+                xf, yf = batch_tensors(forget, picked, device)
                 with autocast(device):
                     loss_r = F.cross_entropy(model(xr).float(), yr)
-                    loss_f = F.cross_entropy(model(xf).float(), yf)
+                    logits_f = model(xf).float()
+                    if runner_up is None:
+                        loss_f, direction = F.cross_entropy(logits_f, yf), sign
+                    else:
+                        still = (logits_f.argmax(1) == yf).float()
+                        per_sample = F.cross_entropy(logits_f, runner_up[torch.as_tensor(picked)].to(device), reduction="none")
+                        loss_f, direction = (per_sample * still).sum() / still.sum().clamp_min(1.0), 1.0
                 optimizer.zero_grad(set_to_none=True)
-                (beta * loss_r + sign * (1 - beta) * loss_f).backward()
+                (beta * loss_r + direction * (1 - beta) * loss_f).backward()
                 optimizer.step()
                 totals["retain_loss"] += float(loss_r.detach())
                 totals["forget_loss"] += float(loss_f.detach())
