@@ -261,10 +261,11 @@ def report(results: list[dict]) -> str:
             continue
         ratio = c["promoted_gap"] / c["noise_floor"] if c["noise_floor"] else float("nan")
         lines.append(f"| {kind} | {variant} | {c['seeds']} | {c['first_try']:.0f} | {c['passed']:.0f} | {c['rungs']:.2f} | {c['promoted_gap']:.2f} | {c['original_gap']:.2f} ({c['original_gap'] / c['noise_floor']:.1f}x) | {c['noise_floor']:.2f} | {ratio:.2f}x | {c['unlearn_ratio']:.3f} | {c['batch_ratio']:.2f} | {c['retrain_passes']:.0f} / {c['original_passes']:.0f} |")
-    lines += ["", "| misclassify | ladder | seeds | first-try % | passed % | rungs tried | instances flipped % | test drop (mean / max) | unlearning s |", "|---|---|---|---|---|---|---|---|---|"]
-    for (kind, variant), c in table.items():
-        if kind.startswith("misclassify"):
-            lines.append(f"| {kind.split()[1]} | {variant} | {c['seeds']} | {c['first_try']:.0f} | {c['passed']:.0f} | {c['rungs']:.2f} | {c['flipped']:.1f} | {c['test_drop']:.2f} / {c['max_test_drop']:.2f} | {c['unlearn_seconds']:.1f} |")
+    misclassify = [(kind, variant, c) for (kind, variant), c in table.items() if kind.startswith("misclassify")]
+    if misclassify:
+        lines += ["", "| misclassify | ladder | seeds | first-try % | passed % | rungs tried | instances flipped % | test drop (mean / max) | unlearning s |", "|---|---|---|---|---|---|---|---|---|"]
+    for kind, variant, c in misclassify:
+        lines.append(f"| {kind.split()[1]} | {variant} | {c['seeds']} | {c['first_try']:.0f} | {c['passed']:.0f} | {c['rungs']:.2f} | {c['flipped']:.1f} | {c['test_drop']:.2f} / {c['max_test_drop']:.2f} | {c['unlearn_seconds']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
