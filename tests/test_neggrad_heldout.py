@@ -63,3 +63,15 @@ def test_heldout_stop_is_deterministic_and_needs_val(task):
     assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
     with pytest.raises(MissingInputError, match="validation split"):
         unlearn("neggrad_plus", task.model, task.forget_random, retain=task.retain_random, config=STRONG, progress=False)
+
+
+def test_misclassify_towards_the_runner_up_flips_every_instance_and_stops(task):
+    from forgetflow.errors import ConfigError
+
+    few = LoadedSplit(task.forget_random.images[:8], task.forget_random.labels[:8], task.forget_random.sample_ids[:8])
+    config = {"flip_to": "runner_up", "beta": 0.7, "lr": 0.05, "epochs": 20}
+    result = unlearn("neggrad_plus", task.model, few, retain=task.retain_random, goal="misclassify", config=config, progress=False)
+    assert result.stopped_because.startswith("all forget instances misclassified")
+    assert accuracy(result.model, few) == 0.0
+    with pytest.raises(ConfigError, match="flip_to"):
+        unlearn("neggrad_plus", task.model, few, retain=task.retain_random, goal="misclassify", config={"flip_to": "sideways"}, progress=False)
