@@ -20,8 +20,9 @@ from conftest import make_workspace
 from test_deletion_flow import lenient_evaluation
 
 RUN = "from forgetflow.settings import load_settings; from forgetflow.deletion.runner import run_pending; run_pending(load_settings({ws!r}), progress=False)"
-# Every step boundary, plus inside data versioning, unlearning and erasure.
-CRASH_POINTS = ["validated", "deletion-swapped", "versioned", "unlearn-group", "unlearned", "reference", "evaluated", "registered", "promoted", "erase-copies"]
+# Every step boundary in the flow's order, plus inside data versioning, the method ladder (after a
+# rung, after a group) and erasure.
+CRASH_POINTS = ["validated", "deletion-swapped", "versioned", "reference", "ladder-rung", "unlearn-group", "unlearned", "evaluated", "registered", "promoted", "erase-copies"]
 
 
 def run_batch(ws, crash_after=None):

@@ -460,7 +460,12 @@ def test_calibration_is_written_and_logged(calibrated):
     assert rungs, stored["notes"]
     methods = [r["method"] for r in rungs]
     assert len(set(methods)) == len(methods) and set(methods) <= {t["method"] for t in stored["trials"] if t["passed"] and t["within_time"]}
-    assert [(t["proxy"], t["method"], t["config"]) for t in stored["trials"]] == [("samples", m, {}) for m in CANDIDATES[("samples", "forget")]]  # max_configs=1: the paper default
+    # The shipped rungs first, then each candidate's paper default (max_configs=1), each pair once.
+    from forgetflow.deletion.policy import SHIPPED_LADDERS
+
+    expected = [(r["method"], r.get("config", {})) for r in SHIPPED_LADDERS["samples"]["forget"]]
+    expected += [(m, {}) for m in CANDIDATES[("samples", "forget")] if (m, {}) not in expected]
+    assert [(t["proxy"], t["method"], t["config"]) for t in stored["trials"]] == [("samples", m, c) for m, c in expected]
     assert stored["champion_version"] == calibrated_on
     client = client_for(settings)
     run = client.get_run(stored["mlflow_run_id"])

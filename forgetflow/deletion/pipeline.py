@@ -197,13 +197,14 @@ def unlearn(settings: Settings, state: BatchState, *, method_override: str | Non
         # relabel: the forget set keeps its true labels; the targets travel beside it
         new_labels = np.array([group.new_labels[int(s)] for s in forget.sample_ids], dtype=np.int64) if group.new_labels else None
         record = ladder_state.get(key, {})
-        if record.get("finished"):  # done before a crash: pick up its model
+        if record.get("finished"):  # done before a crash: pick up its model (and its ledger entry, if the crash came first)
             model, saved = load_checkpoint(Path(record["checkpoint"]))
             stats = saved.get("layer_stats")
             runs.append(record["run"])
             total_seconds += record["run"]["seconds"]
             if record["run"]["promoted_rung"] is None:
                 failed_group = index
+            record_events(settings, "unlearned", state.batch_id, group.request_ids, lambda _, run=record["run"]: _unlearned_entry(run, champion))
             continue
         rungs, source = policy.ladder_for(group.kind, group.goal, method_override if _serves(method_override, group.kind, group.goal) else None, calibration)
         if record.get("checkpoints"):  # a resumed ladder keeps the rungs it started with (its outcomes refer to them)
@@ -267,13 +268,18 @@ def unlearn(settings: Settings, state: BatchState, *, method_override: str | Non
         ladder_state[key] = {**ladder_state.get(key, {}), "finished": True, "checkpoint": chosen, "run": run}
         state.record(settings, "ladder", ladder_state)
         crash_point("unlearn-group")
-        record_events(settings, "unlearned", state.batch_id, group.request_ids, lambda _: {
-            "method": method, "seconds": round(seconds, 3), "champion_version": champion["version"],
-            "promoted_rung": run["promoted_rung"], "ladder_source": source,
-            "ladder": [{k: v for k, v in step.items() if k != "error" or v} for step in ladder],
-        })
+        record_events(settings, "unlearned", state.batch_id, group.request_ids, lambda _: _unlearned_entry(run, champion))
     checkpoint = save_checkpoint(model, folder / "candidate" / "checkpoint.pt", extra={"role": "candidate", "batch_id": state.batch_id, "parent_version": champion["version"], "data_md5": versioned["md5_after"]}, layer_stats=stats)
     return state.record(settings, "unlearned", {"checkpoint": str(checkpoint), "champion_checkpoint": str(champion_ckpt), "parent_version": champion["version"], "runs": runs, "seconds": total_seconds, "ladder_failed_group": failed_group})
+
+
+def _unlearned_entry(run: dict, champion: dict) -> dict:
+    """The ledger's `unlearned` fields of a group: the promoted method and every rung's verdict."""
+    return {
+        "method": run["method"], "seconds": round(run["seconds"], 3), "champion_version": champion["version"],
+        "promoted_rung": run["promoted_rung"], "ladder_source": run["ladder_source"],
+        "ladder": [{k: v for k, v in step.items() if k != "error" or v} for step in run["ladder"]],
+    }
 
 
 def _train_part(version, sample_ids):
