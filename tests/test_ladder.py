@@ -195,8 +195,10 @@ def test_ladder_precedence_override_params_calibration_shipped():
     free = UnlearningPolicy()
     assert pinned.ladder_for("samples", "forget", "l1_sparse", calibration) == ([Rung(method="l1_sparse")], "--method")
     assert pinned.ladder_for("samples", "forget", None, calibration) == ([Rung(method="scrub")], "params.yaml")
-    assert free.ladder_for("samples", "forget", None, calibration) == ([Rung(method="finetune", config={"epochs": 2}, time_budget_s=30.0)], "calibration cal-test")
     shipped = [Rung.model_validate(r) for r in SHIPPED_LADDERS["samples"]["forget"]]
+    calibrated, source = free.ladder_for("samples", "forget", None, calibration)
+    assert source == "calibration cal-test" and calibrated[0] == Rung(method="finetune", config={"epochs": 2}, time_budget_s=30.0)
+    assert calibrated[1:] == shipped  # the shipped rungs follow as fallbacks
     assert free.ladder_for("samples", "forget") == (shipped, "shipped default")
     assert free.ladder_for("subjects", "forget", None, calibration)[1] == "shipped default"  # calibrated for samples only
     assert UnlearningPolicy(use_calibration=False).ladder_for("samples", "forget", None, calibration) == (shipped, "shipped default")
@@ -475,7 +477,10 @@ def test_calibration_is_written_and_logged(calibrated):
 
 def test_the_next_batch_climbs_the_calibrated_ladder(calibrated):
     settings, document, request, summary, _ = calibrated
-    rungs = [Rung.model_validate(r) for r in document["ladders"]["samples"]["forget"]]
+    from forgetflow.deletion.policy import UnlearningPolicy
+
+    rungs, _ = UnlearningPolicy().ladder_for("samples", "forget", calibration=document)  # calibrated rungs, then shipped fallbacks
+    assert rungs[: len(document["ladders"]["samples"]["forget"])] == [Rung.model_validate(r) for r in document["ladders"]["samples"]["forget"]]
     (unlearned,) = events(settings, request, "unlearned")
     assert unlearned["ladder_source"] == f"calibration {document['calibration_id']}"
     tried = [s["method"] for s in unlearned["ladder"]]

@@ -114,7 +114,12 @@ class UnlearningPolicy(BaseModel):
         elif goal in self.methods.get(kind, {}):
             rungs, source = self.methods[kind][goal], "params.yaml"
         elif self.use_calibration and calibration and goal in (calibration.get("ladders") or {}).get(kind, {}):
-            rungs, source = _as_ladder(calibration["ladders"][kind][goal]), f"calibration {calibration.get('calibration_id', '')}".strip()
+            # The calibrated rungs first, then the shipped ones it did not pick, as fallbacks: a
+            # calibration on a few proxy requests must not leave a real request fewer options.
+            rungs = _as_ladder(calibration["ladders"][kind][goal])
+            chosen = {(r.method, tuple(sorted(r.config.items()))) for r in rungs}
+            rungs += [r for r in _as_ladder(SHIPPED_LADDERS.get(kind, {}).get(goal, [])) if (r.method, tuple(sorted(r.config.items()))) not in chosen]
+            source = f"calibration {calibration.get('calibration_id', '')}".strip()
         elif goal in SHIPPED_LADDERS.get(kind, {}):
             rungs, source = _as_ladder(SHIPPED_LADDERS[kind][goal]), "shipped default"
         else:
