@@ -234,10 +234,13 @@ finally:
     open({str(marker)!r}, "w").write("done")
 """
     unit = subprocess.Popen([sys.executable, "-c", unit_source], start_new_session=True)
-    for _ in range(100):
+    # Wait until the unit is inside its try block (it writes the pid just before): on a loaded
+    # 2-core machine a fresh interpreter with this venv's site hooks took over the old 10 s.
+    for _ in range(1200):
         if server_pid.exists() and server_pid.read_text():
             break
         time.sleep(0.1)
+    time.sleep(0.5)
     messages = []
     suite.stop_units({"methods:digits:core": unit}, messages.append, grace_s=30)
     assert unit.returncode is not None and marker.read_text() == "done"
