@@ -12,16 +12,17 @@ workspace itself:
 2. **One proxy reference per forget proxy** is retrained from scratch on the rest of the train
    split with the workspace's own recipe (misclassify and relabel are judged against the
    original, so they need none).
-3. **Each candidate method's search space** (the paper default first, then short configs: a
-   ladder rung must be cheap) runs under the benchmark protocol: the validation split stands in
+3. **The shipped ladder's rungs, then each candidate method's search space** (the paper default
+   first, then short configs: a ladder rung must be cheap) run under the benchmark protocol: the validation split stands in
    for the test split, so selection never sees test data. Every config is judged by the same gate
    as a real batch (`params.yaml` `evaluation.gate`), and its Avg. Gap to the proxy reference and
    its time relative to the proxy retrain are recorded.
 4. **The ladder** per (kind, goal): methods whose config passed the gate within the time limit,
    best first (the smallest Avg. Gap to the reference for goal forget, the smallest accuracy drop
    for misclassify/relabel; then the fastest), each with its selected config and a time budget of
-   a few times its measured time. A kind with no passing method gets no calibrated ladder: the
-   shipped one applies, and the table says why.
+   a few times its measured time. The policy puts the shipped rungs it did not pick after them. A
+   kind with no passing method gets no calibrated ladder: the shipped one applies, and the notes
+   say why.
 
 Nothing here imports Prefect, MLflow or DVC; `flows/calibrate.py` runs it on a workspace and
 records the result (`.forgetflow/calibration.json`, an MLflow run with the table and a plot).
