@@ -178,7 +178,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     if args.merge:
         parts = [json.loads(path.read_text()) for path in args.merge]
-        out = {**parts[0], "originals": [o for p in parts for o in p["originals"]], "runs": [r for p in parts for r in p["runs"]]}
+        originals = {o["seed"]: o for p in parts for o in p["originals"]}  # one per seed, runs one per (method, goal, k, seed)
+        runs = {(r["method"], r["goal"], r["k"], r["seed"]): r for p in parts for r in p["runs"]}
+        out = {**parts[0], "originals": [originals[s] for s in sorted(originals)], "runs": sorted(runs.values(), key=lambda r: (r["seed"], r["goal"], r["k"], r["method"] != "neggrad_plus"))}
         out["summary"] = summarize(out["runs"])
         args.out.write_text(json.dumps(out, indent=1) + "\n")
         print(markdown(out["summary"]))
