@@ -222,8 +222,11 @@ def test_an_interrupted_suite_lets_each_unit_stop_the_server_it_started(tmp_path
     import time
 
     marker, server_pid = tmp_path / "cleaned-up", tmp_path / "server.pid"
+    # The unit starts with Python's own SIGINT handler, as a unit the suite launches does, whatever
+    # disposition the test worker hands its children (an ignored SIGINT is inherited).
     unit_source = f"""
 import os, signal, subprocess, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
 open({str(server_pid)!r}, "w").write(str(server.pid))
 try:
