@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -63,9 +63,6 @@ SHIPPED_LADDERS: dict[str, dict[str, list[dict]]] = {
     "samples": {"forget": _INSTANCE_FORGET, "misclassify": _INSTANCE_MISCLASSIFY, "relabel": _INSTANCE_RELABEL},
     "subjects": {"forget": _INSTANCE_FORGET, "misclassify": _INSTANCE_MISCLASSIFY, "relabel": _INSTANCE_RELABEL},
 }
-
-RungSpec = Union[str, Rung]
-
 
 def _as_ladder(value, where: str = "ladder") -> list[Rung]:
     from pydantic import ValidationError

@@ -35,14 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from forgetflow.methods._heldout import HeldoutStop
+from forgetflow.methods._heldout import CHECK_CHUNK, HeldoutStop
 from forgetflow.methods._loops import batch_tensors, budget_spent, cycle, finish, index_batches, progress_bar, run_epochs, sgd
 from forgetflow.methods.base import MethodInfo, Timer, UnsupportedRequestError, register
 from forgetflow.training import autocast, to_tensor
 
 DEFAULTS = {"lr": 0.01, "epochs": 5, "batch_size": 64, "forget_batch_size": 64, "beta": 0.99, "momentum": 0.9, "weight_decay": 5e-4, "heldout_stop": False, "flip_to": "ascent"}
 SEARCH_SPACE = {"lr": [1e-3, 1e-2, 5e-2], "epochs": [3, 5, 10], "beta": [0.9, 0.95, 0.99, 0.999]}
-CHECK_CHUNK = 256  # forget instances per step's worth of goal checks: larger sets are checked every ceil(k / 256) steps
 _MET = {"misclassify": "all forget instances misclassified", "relabel": "all forget instances predicted as their new labels"}
 
 

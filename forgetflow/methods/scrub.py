@@ -155,44 +155,14 @@ def unlearn_rewind(model: nn.Module, forget: LoadedSplit, *, retain: LoadedSplit
 
 _PAPER = "Kurmanji et al., Towards Unbounded Machine Unlearning, NeurIPS 2023 (arXiv 2302.09880)"
 
-INFO = register(
-    MethodInfo(
-        name="scrub",
-        summary="Teacher-student unlearning: max-steps away from the original on forget, min-steps (CE + KL) on retain (small-scale settings).",
-        paper=_PAPER,
-        kinds=("samples", "subjects", "classes"),
-        goals=("forget",),
-        needs=("forget", "retain"),
-        defaults=dict(PRESETS["small"]),
-        search_space=SEARCH_SPACE,
-        fn=unlearn,
-    )
-)
+def _register(name: str, summary: str, preset: str, fn, needs: tuple[str, ...] = ("forget", "retain")) -> MethodInfo:
+    return register(MethodInfo(name=name, summary=summary, paper=_PAPER, kinds=("samples", "subjects", "classes"), goals=("forget",), needs=needs, defaults=dict(PRESETS[preset]), search_space=SEARCH_SPACE, fn=fn))
 
-INFO_LARGE = register(
-    MethodInfo(
-        name="scrub_large",
-        summary="SCRUB with the paper's large-scale settings (SGD, 3 epochs, msteps 2, T 4, alpha 0.001).",
-        paper=_PAPER,
-        kinds=("samples", "subjects", "classes"),
-        goals=("forget",),
-        needs=("forget", "retain"),
-        defaults=dict(PRESETS["large"]),
-        search_space=SEARCH_SPACE,
-        fn=unlearn_large,
-    )
-)
 
-INFO_REWIND = register(
-    MethodInfo(
-        name="scrub_rewind",
-        summary="SCRUB+R: SCRUB (small-scale settings) rewound to the epoch whose forget error is closest to the held-out (validation) error, so the forget set ends up looking unseen, not over-forgotten.",
-        paper=_PAPER,
-        kinds=("samples", "subjects", "classes"),
-        goals=("forget",),
-        needs=("forget", "retain", "val"),
-        defaults=dict(PRESETS["small"]),
-        search_space=SEARCH_SPACE,
-        fn=unlearn_rewind,
-    )
+INFO = _register("scrub", "Teacher-student unlearning: max-steps away from the original on forget, min-steps (CE + KL) on retain (small-scale settings).", "small", unlearn)
+INFO_LARGE = _register("scrub_large", "SCRUB with the paper's large-scale settings (SGD, 3 epochs, msteps 2, T 4, alpha 0.001).", "large", unlearn_large)
+INFO_REWIND = _register(
+    "scrub_rewind",
+    "SCRUB+R: SCRUB (small-scale settings) rewound to the epoch whose forget error is closest to the held-out (validation) error, so the forget set ends up looking unseen, not over-forgotten.",
+    "small", unlearn_rewind, needs=("forget", "retain", "val"),
 )
