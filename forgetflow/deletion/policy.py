@@ -35,19 +35,31 @@ GROUP_ORDER: tuple[tuple[str, str], ...] = (
 
 # The shipped ladders. Chosen by what passes the gate on the discriminative benchmark (an original
 # that memorises its training data: BENCHMARKS.md, "Method ladder"), then by time: a method whose
-# candidate never passes the gate is not a default, whatever its paper.
+# candidate never passes the gate is not a default, whatever its paper. Tuned on seeds 0, 1, 3 of
+# that benchmark; seeds 2 and 4 were not looked at before the 5-seed run.
 # - samples/subjects: no method at its paper default passed there (each under- or over-forgets);
 #   NegGrad+ with forgetflow's held-out stop rule (stop once the forget set is as accurate as
-#   held-out data of its classes) did. beta 0.9 keeps retain accuracy; 0.85 forgets faster.
-# - classes: SalUn at its default passed; the SVD projection (seed paper, gradient-free, about a
-#   second) passes on digits but lost retain-class accuracy on Fashion-MNIST, so it is second.
+#   held-out data of its classes) did, but its ascent costs retain accuracy, which the gate checks
+#   against a reference that fits its training data. forgetflow's repair step (`repair_epochs`:
+#   fine-tuning on the retained data while the forget set is held at the held-out level) won that
+#   back for random samples (3/3 seeds, against 1/3 without); for subjects it left the loss-based
+#   MIA gap past the gate (0/3, against 2/3 without), so the two kinds try them in opposite order.
+#   SCRUB+R, a different family, is the last rung.
+# - classes: SalUn and the SVD projection at their defaults lost 4-6 points of retain-class
+#   accuracy there. The SVD projection (seed paper, gradient-free, seconds) followed by the repair
+#   step (for classes: fine-tuning on the retained data with a bounded term that keeps the
+#   forgotten class's probability down) passed on 3/3 seeds.
 # - misclassify/relabel: L2UL (seed paper, forget set only) flipped nothing or wrecked the model;
 #   NegGrad+ with its stop rule and a retain term works once the forget term is bounded: for
 #   misclassify, descent towards each instance's runner-up class (flip_to: runner_up), beta 0.97.
-_INSTANCE_FORGET = [
-    {"method": "neggrad_plus", "config": {"beta": 0.9, "heldout_stop": True, "epochs": 20}},
-    {"method": "neggrad_plus", "config": {"beta": 0.85, "heldout_stop": True, "epochs": 10}},
-    {"method": "scrub_rewind"},
+_NEGGRAD_HELDOUT = {"method": "neggrad_plus", "config": {"beta": 0.9, "heldout_stop": True, "epochs": 20}}
+_NEGGRAD_HELDOUT_REPAIR = {"method": "neggrad_plus", "config": {"beta": 0.9, "heldout_stop": True, "epochs": 20, "repair_epochs": 3}}
+_SAMPLES_FORGET = [_NEGGRAD_HELDOUT_REPAIR, _NEGGRAD_HELDOUT, {"method": "scrub_rewind"}]
+_SUBJECTS_FORGET = [_NEGGRAD_HELDOUT, _NEGGRAD_HELDOUT_REPAIR, {"method": "scrub_rewind"}]
+_CLASSES_FORGET = [
+    {"method": "svd_projection", "config": {"repair_epochs": 1}},
+    {"method": "svd_projection", "config": {"repair_epochs": 3}},
+    {"method": "salun", "config": {"repair_epochs": 2}},
 ]
 _INSTANCE_MISCLASSIFY = [
     {"method": "neggrad_plus", "config": {"flip_to": "runner_up", "beta": 0.97, "epochs": 30}},
@@ -59,9 +71,9 @@ _INSTANCE_RELABEL = [
     {"method": "l2ul"},
 ]
 SHIPPED_LADDERS: dict[str, dict[str, list[dict]]] = {
-    "classes": {"forget": [{"method": "salun"}, {"method": "svd_projection"}]},
-    "samples": {"forget": _INSTANCE_FORGET, "misclassify": _INSTANCE_MISCLASSIFY, "relabel": _INSTANCE_RELABEL},
-    "subjects": {"forget": _INSTANCE_FORGET, "misclassify": _INSTANCE_MISCLASSIFY, "relabel": _INSTANCE_RELABEL},
+    "classes": {"forget": _CLASSES_FORGET},
+    "samples": {"forget": _SAMPLES_FORGET, "misclassify": _INSTANCE_MISCLASSIFY, "relabel": _INSTANCE_RELABEL},
+    "subjects": {"forget": _SUBJECTS_FORGET, "misclassify": _INSTANCE_MISCLASSIFY, "relabel": _INSTANCE_RELABEL},
 }
 
 def _as_ladder(value, where: str = "ladder") -> list[Rung]:

@@ -10,6 +10,13 @@ hyperparameters; missing keys take the method's paper defaults, unknown keys are
 must not silently fall back to a default). A method never modifies the model it is given: it
 returns a new one.
 
+One key is forgetflow's and open to every method with goal `forget`: `repair_epochs` (default 0).
+After the method, the candidate is fine-tuned that many epochs on `retain` (SGD lr 0.01, momentum
+0.9, weight decay 5e-4, batch 64) with a guard on the forget set, within what is left of the time
+budget (`_loops.repair_on_retain`). It is a ladder's repair step, not part of any paper: the
+methods that reach the forgetting cost retain accuracy, which the gate checks against a reference
+that fits its training data. The result's config records it.
+
 Every module in this package is imported automatically (except `base` and names starting with
 `_`), so adding a method is adding one module that calls `base.register`. A module that fails to
 import does not take the registry down: the failure is kept in `IMPORT_ERRORS`, warned about, and
@@ -114,6 +121,8 @@ def unlearn(name: str, model, forget, *, retain=None, val=None, stats=None, conf
     from forgetflow.device import seed_everything
 
     info = get_method(name)
+    config = dict(config or {})
+    repair_epochs = _repair_epochs(name, config.pop("repair_epochs", 0), goal, retain)
     resolved = check_request(info, kind=kind, goal=goal, forget=forget, retain=retain, val=val, stats=stats, config=config)
     working = copy.deepcopy(model).to(device)
     seed_everything(seed)
@@ -126,8 +135,22 @@ def unlearn(name: str, model, forget, *, retain=None, val=None, stats=None, conf
     result = info.fn(working, forget, **kwargs)
     if not isinstance(result, UnlearnResult):
         raise MethodError(f"method {name!r} returned {type(result).__name__}, not UnlearnResult", "a method must return forgetflow.methods.base.UnlearnResult")
+    if repair_epochs:
+        from forgetflow.methods._loops import repair_on_retain
+
+        repair_on_retain(result, forget, retain, kind=kind, val=val, epochs=repair_epochs, seed=seed, device=device, time_budget_s=time_budget_s, progress=progress)
     result.model.eval()
     return result
+
+
+def _repair_epochs(name: str, value, goal: str, retain) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name}: repair_epochs must be a whole number >= 0, got {value!r}", "e.g. repair_epochs: 2")
+    if value and goal != "forget":
+        raise ConfigError(f"{name}: repair_epochs serves goal forget only, not {goal!r}", "fine-tuning on the retained data would undo the flipped predictions")
+    if value and (retain is None or len(retain.labels) == 0):
+        raise MissingInputError(f"{name}: repair_epochs needs 'retain' data, which was not given", "pass retain=, or drop repair_epochs")
+    return value
 
 
 __all__ = [

@@ -156,3 +156,81 @@ def cycle(batches: list) -> Iterator:
 def finish(model: nn.Module, timer: Timer, config: dict, log: list[dict], stopped: str, **extra) -> UnlearnResult:
     model.eval()
     return UnlearnResult(model=model, seconds=timer.elapsed, config=config, log=log, stopped_because=stopped, extra=extra)
+
+
+REPAIR = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "guard_weight": 0.1}
+
+
+def repair_on_retain(result: UnlearnResult, forget: LoadedSplit, retain: LoadedSplit, *, kind: str, val: LoadedSplit | None, epochs: int, seed: int, device: str, time_budget_s: float | None, progress: bool) -> None:
+    """forgetflow's repair step (`repair_epochs`), in place on the method's candidate: fine-tune on
+    the retained data, with a guard on the forget set so the repair does not undo the forgetting.
+
+    * class requests: the forgotten classes have no example in `retain`, but the features that
+      told them apart are still there, and plain fine-tuning brings them back (measured: 5-33 % of
+      the forgotten class's test images recognised again after 1-3 epochs). The guard adds
+      -log(1 - p(true class)) on forget batches, a bounded term that is ~0 once the class is gone.
+    * sample and subject requests: the guard is the held-out stop's level (`_heldout`): while the
+      forget set is more accurate than held-out data of its classes, the step adds NegGrad+'s
+      ascent on a forget batch; once it is at that level, the step is retain descent only.
+
+    Runs within the rest of the time budget; the result's seconds, config, log and stopped_because
+    say what it did."""
+    import math
+
+    remaining = None if time_budget_s is None else max(0.0, time_budget_s - result.seconds)
+    timer = Timer(remaining)
+    model = result.model
+    generator = torch.Generator().manual_seed(seed + 7919)
+    optimizer = sgd(model, REPAIR)
+    weight = REPAIR["guard_weight"]
+    heldout = None
+    if kind != "classes":
+        from forgetflow.methods._heldout import HeldoutStop
+
+        heldout = HeldoutStop("repair_epochs", model, forget, val, device)
+    log: list[dict] = []
+    stopped = f"{epochs} repair epoch(s) done"
+    with progress_bar(epochs, "repair on retain", progress) as bar:
+        for epoch in range(epochs):
+            if timer.over_budget():
+                stopped = f"time budget reached after {epoch} repair epoch(s)"
+                break
+            model.train()
+            forget_batches = cycle(index_batches(len(forget.labels), REPAIR["batch_size"], generator))
+            totals, steps, guarded = 0.0, 0, 0
+            for index in index_batches(len(retain.labels), REPAIR["batch_size"], generator):
+                if budget_spent(timer):
+                    break
+                xr, yr = batch_tensors(retain, index, device)
+                guard = heldout is None or not heldout.done
+                with autocast(device):
+                    loss = F.cross_entropy(model(xr).float(), yr)
+                    totals += float(loss.detach())
+                    if guard:
+                        xf, yf = batch_tensors(forget, next(forget_batches), device)
+                        logits_f = model(xf).float()
+                        if heldout is None:  # bounded suppression of the forgotten classes
+                            p_true = logits_f.softmax(1).gather(1, yf[:, None]).squeeze(1)
+                            loss = loss + torch.log1p(-p_true.clamp(max=1 - 1e-6)).neg().mean()
+                        else:  # NegGrad+ ascent, only while the forget set is above the held-out level
+                            loss = (1 - weight) * loss - weight * F.cross_entropy(logits_f, yf)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                guarded += int(guard and heldout is not None)
+                if heldout is not None:
+                    heldout.reached()
+            row = {"repair_epoch": epoch + 1, "retain_loss": totals / max(steps, 1)}
+            if heldout is not None:
+                row.update(ascent_steps=guarded, forget_accuracy=heldout.last)
+            log.append(row)
+            bar.update(1)
+            if budget_spent(timer):
+                stopped = f"time budget reached in repair epoch {epoch + 1} of {epochs}"
+                break
+    model.eval()
+    result.seconds += timer.elapsed
+    result.config = {**result.config, "repair_epochs": epochs}
+    result.log = list(result.log) + log
+    result.stopped_because = f"{result.stopped_because}; repair: {stopped}" if result.stopped_because else f"repair: {stopped}"
