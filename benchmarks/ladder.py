@@ -88,7 +88,7 @@ def _ladder_rungs(kind: str, goal: str, calibration: dict | None):
     return UnlearningPolicy().ladder_for(kind, goal, calibration=calibration)
 
 
-def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, calibration: dict | None = None, save=None) -> dict:
+def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, calibration: dict | None = None, save=None, max_configs: int = 3) -> dict:
     """One seed's batches, kind by kind; `save(partial)` after each kind, so an interrupted run keeps
     the kinds it finished (a re-run redoes the seed; the trained models are cached on disk)."""
     import torch
@@ -112,7 +112,7 @@ def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, cal
         from forgetflow.calibration import calibrate as run_calibration
 
         started = time.perf_counter()
-        result = run_calibration(original, data.spec, data.recipe, train=data.train, val=data.val, subjects=data.subjects.astype(str), eval_params=params, stats=stats, seed=seed, reference_seed=seed + 5000, retain_sample_size=RETAIN_SAMPLE, progress=False, log=lambda m: log("  " + m))
+        result = run_calibration(original, data.spec, data.recipe, train=data.train, val=data.val, subjects=data.subjects.astype(str), eval_params=params, stats=stats, seed=seed, reference_seed=seed + 5000, retain_sample_size=RETAIN_SAMPLE, max_configs=max_configs, progress=False, log=lambda m: log("  " + m))
         calibration = {"ladders": result.ladders, "calibration_id": f"bench-seed-{seed}"}
         out["calibration"] = {"ladders": result.ladders, "notes": result.notes, "seconds": time.perf_counter() - started, "trials": [t.__dict__ for t in result.trials]}
         log(f"seed {seed}: calibration {out['calibration']['seconds']:.0f} s: {json.dumps(result.ladders)}")
@@ -363,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--calibrate", action="store_true", help="also calibrate on each seed's original and climb the calibrated ladder")
     parser.add_argument("--calibration", type=Path, help="climb the ladders of this calibration (a seed-N.json with a calibration, or a calibration.json) on every seed, as a workspace calibrated once serves many batches")
+    parser.add_argument("--max-configs", type=int, default=3, help="with --calibrate: configs per candidate method (forgetflow calibrate --max-configs)")
     parser.add_argument("--report", action="store_true", help="only write the report from the stored results")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--force", action="store_true", help="re-run seeds that have results")
@@ -393,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
                 merged["wall_seconds"] = time.perf_counter() - started
                 path.write_text(json.dumps(merged, indent=2, default=float))
 
-            result = run_seed(data, trained, seed, args.kinds, args.calibrate, lambda m: print(m, flush=True), given, save)
+            result = run_seed(data, trained, seed, args.kinds, args.calibrate, lambda m: print(m, flush=True), given, save, args.max_configs)
             save(result, complete=True)
     results = load_results(args.out)
     if results:

@@ -13,7 +13,8 @@ workspace itself:
    split with the workspace's own recipe (misclassify and relabel are judged against the
    original, so they need none).
 3. **The shipped ladder's rungs, then each candidate method's search space** (the paper default
-   first, then short configs: a ladder rung must be cheap) run under the benchmark protocol: the validation split stands in
+   first, then short configs: a ladder rung must be cheap; for goal forget also the paper default
+   followed by the repair step) run under the benchmark protocol: the validation split stands in
    for the test split, so selection never sees test data. Every config is judged by the same gate
    as a real batch (`params.yaml` `evaluation.gate`), and its Avg. Gap to the proxy reference and
    its time relative to the proxy retrain are recorded.
@@ -40,6 +41,7 @@ import numpy as np
 from forgetflow.data.store import LoadedSplit
 
 PROXY_KINDS = ("samples", "subjects", "classes", "misclassify", "relabel")
+REPAIR_EPOCHS = 2  # the repair step tried after each candidate's paper default (goal forget)
 
 # Methods tried per proxy (kind, goal). Fast, retain-aware peers come first; the seed papers'
 # methods stay candidates, so calibration shows where they pass on this model and where not.
@@ -141,7 +143,8 @@ def _take(split: LoadedSplit, index: np.ndarray) -> LoadedSplit:
 def trial_plan(kind: str, goal: str, candidates, max_configs: int, notes: list[str], proxy: str) -> list[tuple[str, dict]]:
     """(method, config) pairs to try: the shipped ladder's rungs first (so a calibrated ladder is
     never chosen from less than the shipped one), then each candidate method's paper default and
-    short configs from its search space; duplicates once."""
+    short configs from its search space, and for goal forget its paper default followed by the
+    repair step (`repair_epochs`); duplicates once."""
     from forgetflow.deletion.policy import SHIPPED_LADDERS
     from forgetflow.errors import ForgetflowError
     from forgetflow.methods import get_method
@@ -159,6 +162,8 @@ def trial_plan(kind: str, goal: str, candidates, max_configs: int, notes: list[s
             notes.append(f"{proxy}: {method} does not serve {kind}/{goal}")
             continue
         pairs += [(method, config) for config in candidate_configs(info, max_configs)]
+        if goal == "forget":  # the paper default followed by forgetflow's repair step
+            pairs.append((method, {"repair_epochs": REPAIR_EPOCHS}))
     for method, config in pairs:
         if (method, config) not in plan:
             plan.append((method, config))

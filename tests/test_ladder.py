@@ -462,11 +462,14 @@ def test_calibration_is_written_and_logged(calibrated):
     assert rungs, stored["notes"]
     methods = [r["method"] for r in rungs]
     assert len(set(methods)) == len(methods) and set(methods) <= {t["method"] for t in stored["trials"] if t["passed"] and t["within_time"]}
-    # The shipped rungs first, then each candidate's paper default (max_configs=1), each pair once.
+    # The shipped rungs first, then each candidate's paper default (max_configs=1) and the same
+    # followed by the repair step, each pair once.
+    from forgetflow.calibration import REPAIR_EPOCHS
     from forgetflow.deletion.policy import SHIPPED_LADDERS
 
     expected = [(r["method"], r.get("config", {})) for r in SHIPPED_LADDERS["samples"]["forget"]]
-    expected += [(m, {}) for m in CANDIDATES[("samples", "forget")] if (m, {}) not in expected]
+    for m in CANDIDATES[("samples", "forget")]:
+        expected += [(m, c) for c in ({}, {"repair_epochs": REPAIR_EPOCHS}) if (m, c) not in expected]
     assert [(t["proxy"], t["method"], t["config"]) for t in stored["trials"]] == [("samples", m, c) for m, c in expected]
     assert stored["champion_version"] == calibrated_on
     client = client_for(settings)
