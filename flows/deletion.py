@@ -41,21 +41,24 @@ def process_deletions(
     workspace: str,
     request_ids: list[str] | None = None,
     method: str | None = None,
-    wait_s: float = 0.0,
+    wait_s: float | None = None,
     progress: bool = True,
     trigger: str | None = None,
 ) -> list[dict]:
     """Process every pending request (or the given request IDs) as one batch.
 
+    `wait_s`: how long to wait while another run holds the workspace; None (served runs) queues
+    for it, a number (`forgetflow process --wait`) gives up after that long with WorkspaceBusyError.
     `trigger` names the urgent request whose event started this run (for the run name); the run
     still takes every pending request, so requests that arrived meanwhile are not left waiting.
     """
     settings = load_settings(workspace)
     summaries = []
     ensure_limits(settings)
+    purpose = f"process_deletions (flow run {flow_run.id})"
     # The Prefect slot queues a second run (a trigger during a batch) across processes and
     # machines; the file lock also guards against forgetflow processes outside Prefect.
-    with workspace_slot(settings), workspace_lock(settings, purpose=f"process_deletions (flow run {flow_run.id})", wait_s=wait_s):
+    with workspace_slot(settings, wait_s=wait_s, purpose=purpose), workspace_lock(settings, purpose=purpose, wait_s=wait_s or 0.0):
         for _ in range(2):  # an unfinished batch first, then one new batch
             batch_id = open_batch(workspace, request_ids)
             if batch_id is None:

@@ -141,8 +141,9 @@ def test_inbox_records_valid_files_and_rejects_bad_ones_with_a_reason(settings):
     assert dict(report.processed)["d.json"].outcome == "duplicate"
     assert sorted(name for name, _ in report.rejected) == ["b.json", "c.json", "g.txt"]
     folder = requests_dir(settings)
-    # Processed files are prefixed with their request ID so erasure can purge them.
-    assert sorted(p.name.split("--", 1)[1] for p in (folder / "processed").iterdir()) == ["a.json", "d.json"]
+    # Processed files are prefixed with their request ID so erasure can purge them; a duplicate is
+    # rejected as it is recorded, so no clear-text copy of it is kept.
+    assert sorted(p.name.split("--", 1)[1] for p in (folder / "processed").iterdir()) == ["a.json"]
     assert "not valid JSON" in (folder / "rejected" / "b.json.reason.txt").read_text()
     assert "needs new_labels" in (folder / "rejected" / "c.json.reason.txt").read_text()
     assert sorted(p.name for p in inbox_dir(settings).iterdir()) == [".e.json", "f.json.tmp"]

@@ -249,3 +249,15 @@ def test_background_announcements_all_reach_the_server(workspace, event_sink):
     assert flush_announcements(10)
     sent = [event["payload"]["request_id"] for _, batch in event_sink for event in batch]
     assert sorted(sent) == sorted(f"bg-{i}" for i in range(50)), "every event arrives exactly once"
+
+
+def test_a_server_forgetflow_starts_keeps_leases_in_files_and_its_ui_on_its_port(workspace, monkeypatch):
+    """The UI finds the API on the server's own --port (issue 23: it called 4200), and leases
+    outlive the server process (a restarted server still knows a killed run's lease)."""
+    from forgetflow.service.server import LEASE_STORAGE, server_environment
+    from forgetflow.service.slots import LEASES_ENV
+
+    monkeypatch.delenv("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE", raising=False)
+    env = server_environment(load_settings(workspace), host="127.0.0.1", port=4311)
+    assert env["PREFECT_SERVER_API_PORT"] == "4311" and env["PREFECT_SERVER_API_HOST"] == "127.0.0.1"
+    assert env["PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE"] == LEASE_STORAGE and LEASES_ENV not in env

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from forgetflow.cli.common import WorkspaceOption, console, settings_for, use_prefect_defaults
+from forgetflow.cli.common import WorkspaceOption, console, settings_for, text, use_prefect
 
 PROXY_CHOICES = ("samples", "subjects", "classes", "misclassify", "relabel")
 
@@ -30,7 +30,7 @@ def calibrate(
     to .forgetflow/calibration.json (logged to MLflow with the trial table and a plot). Deletion
     batches use it from then on, unless params.yaml pins unlearning.methods for a kind and goal.
     """
-    settings = settings_for(workspace)
+    settings = settings_for(workspace, existing=True)
     if show:
         show_calibration(settings, as_json)
         return
@@ -40,7 +40,7 @@ def calibrate(
         unknown = [k for k in chosen if k not in PROXY_CHOICES]
         if unknown or not chosen:
             raise typer.BadParameter(f"unknown proxy kind(s) {', '.join(map(repr, unknown)) or '(none given)'}; choose from {', '.join(PROXY_CHOICES)}", param_hint="--kinds")
-    use_prefect_defaults(settings)
+    use_prefect(settings)
     from flows.calibrate import calibrate as calibrate_flow
 
     result = calibrate_flow(workspace=str(settings.workspace), kinds=chosen, max_configs=max_configs, max_time_ratio=max_time_ratio, seed=seed)
@@ -52,7 +52,7 @@ def show_calibration(settings, as_json: bool = False) -> None:
 
     document = load_calibration(settings)
     if document is None:
-        console.print(f"no calibration in {calibration_path(settings)}: deletion batches use the shipped ladders (`forgetflow methods` lists them). Run `forgetflow calibrate`.")
+        console.print(f"no calibration in {text(calibration_path(settings))}: deletion batches use the shipped ladders (`forgetflow methods` lists them). Run `forgetflow calibrate`.")
         return
     if as_json:
         typer.echo(json.dumps(document, indent=2))
@@ -62,25 +62,25 @@ def show_calibration(settings, as_json: bool = False) -> None:
 
     champion = current_version(settings)
     if champion is not None and str(champion["version"]) != document["champion_version"]:
-        console.print(f"[yellow]made on champion v{document['champion_version']}; the champion is now v{champion['version']}[/]: re-run `forgetflow calibrate` if the model changed much")
+        console.print(f"[yellow]made on champion v{text(document['champion_version'])}; the champion is now v{text(champion['version'])}[/]: re-run `forgetflow calibrate` if the model changed much")
 
 
 def print_ladders(document: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"Calibration {document['calibration_id']} (champion v{document['champion_version']}, {document['seconds']:.0f} s)", title_justify="left")
+    table = Table(title=text(f"Calibration {document['calibration_id']} (champion v{document['champion_version']}, {document['seconds']:.0f} s)"), title_justify="left")
     for column in ("kind", "goal", "rung", "method", "config", "time budget"):
         table.add_column(column)
     for kind, goals in sorted(document["ladders"].items()):
         for goal, rungs in sorted(goals.items()):
             for index, rung in enumerate(rungs):
                 config = ", ".join(f"{k}={v}" for k, v in sorted(rung["config"].items())) or "paper default"
-                table.add_row(kind, goal, str(index + 1), rung["method"], escape(config), f"{rung.get('time_budget_s') or '-'} s")
+                table.add_row(text(kind), text(goal), str(index + 1), text(rung["method"]), escape(config), text(f"{rung.get('time_budget_s') or '-'} s"))
     console.print(table)
     for note in document.get("notes", []):
         console.print(f"  note: {escape(note)}")
     if document.get("mlflow_run_id"):
-        console.print(f"  MLflow run {document['mlflow_run_id']} holds the trial table and the plot")
+        console.print(f"  MLflow run {text(document['mlflow_run_id'])} holds the trial table and the plot")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from forgetflow.cli.common import WorkspaceOption, console, settings_for
+from forgetflow.cli.common import WorkspaceOption, console, settings_for, text
 
 model_app = typer.Typer(help="Registered model versions and their lineage.", no_args_is_help=True)
 
@@ -19,22 +19,23 @@ def list_command(workspace: WorkspaceOption = None) -> None:
 
     from forgetflow.tracking import configure
 
-    settings = settings_for(workspace)
+    settings = settings_for(workspace, existing=True)
     configure(settings)
     client = MlflowClient()
     versions = client.search_model_versions(f"name='{settings.registered_model_name}'", order_by=["version_number DESC"])
-    table = Table(title=settings.registered_model_name)
+    table = Table(title=text(settings.registered_model_name))
     for column in ("version", "aliases", "stage", "data md5", "parent", "test acc", "created"):
         table.add_column(column)
     for mv in versions:
         run = client.get_run(mv.run_id)
         acc = run.data.metrics.get("test_accuracy")
+        # MLflow 3.17 gives versions as int: every cell is made a string (and escaped) here.
         table.add_row(
-            mv.version,
-            ", ".join(mv.aliases),
-            mv.tags.get("forgetflow.stage", ""),
-            mv.tags.get("forgetflow.data_md5", ""),
-            mv.tags.get("forgetflow.parent_version", ""),
+            text(mv.version),
+            text(", ".join(map(str, mv.aliases))),
+            text(mv.tags.get("forgetflow.stage", "")),
+            text(mv.tags.get("forgetflow.data_md5", "")),
+            text(mv.tags.get("forgetflow.parent_version", "")),
             f"{acc:.2f}%" if acc is not None else "",
             _format_time(mv.creation_timestamp),
         )
@@ -52,22 +53,22 @@ def show_command(
 
     from forgetflow.tracking import configure
 
-    settings = settings_for(workspace)
+    settings = settings_for(workspace, existing=True)
     configure(settings)
     client = MlflowClient()
     name = settings.registered_model_name
     mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, "champion")
     run = client.get_run(mv.run_id)
-    table = Table(title=f"{name} v{mv.version}", show_header=False, title_justify="left")
-    table.add_row("aliases", ", ".join(mv.aliases) or "-")
-    table.add_row("source", mv.source)
-    table.add_row("run", mv.run_id)
+    table = Table(title=text(f"{name} v{mv.version}"), show_header=False, title_justify="left")
+    table.add_row("aliases", text(", ".join(map(str, mv.aliases)) or "-"))
+    table.add_row("source", text(mv.source))
+    table.add_row("run", text(mv.run_id))
     for key, value in sorted(mv.tags.items()):
-        table.add_row(key, value)
+        table.add_row(text(key), text(value))
     for key, value in sorted(run.data.metrics.items()):
-        table.add_row(f"metric {key}", f"{value:.4f}")
+        table.add_row(text(f"metric {key}"), f"{value:.4f}")
     for dataset_input in run.inputs.dataset_inputs:
-        table.add_row("dataset input", f"{dataset_input.dataset.name} digest={dataset_input.dataset.digest}")
+        table.add_row("dataset input", text(f"{dataset_input.dataset.name} digest={dataset_input.dataset.digest}"))
     console.print(table)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from forgetflow.cli.common import WorkspaceOption, console, settings_for
+from forgetflow.cli.common import WorkspaceOption, console, settings_for, text
 
 request_app = typer.Typer(help="Deletion requests: submit, list, show, process the inbox, validate.", no_args_is_help=True)
 ledger_app = typer.Typer(help="The append-only request ledger.", no_args_is_help=True)
@@ -31,11 +31,37 @@ def _split_ids(text: str) -> list[str]:
     return [token for token in re.split(r"[,\s]+", cleaned) if token]
 
 
+# An all-digit token longer than this is no sample ID or class index (both are below 2**63, 19
+# digits); say so without parsing it (Python refuses int() of over 4300 digits) or echoing it whole.
+MAX_ID_DIGITS = 19
+
+
 def _typed(tokens: list[str], kind: str) -> list:
     if kind == "subjects":
         return tokens
+    from forgetflow.requests.schema import RequestError
+
     # Sample IDs are integers; classes may be names or indices (an all-digit token is an index).
-    return [int(t) if re.fullmatch(r"\d+", t) else t for t in tokens]
+    typed = []
+    for token in tokens:
+        if not re.fullmatch(r"\d+", token):
+            typed.append(token)
+            continue
+        if len(token) > MAX_ID_DIGITS:
+            raise RequestError(f"ID {token[:12]}... has {len(token)} digits: sample IDs and class indices are below 2**63", "check the IDs you passed")
+        typed.append(int(token))
+    return typed
+
+
+def _read_ids_file(path: Path) -> str:
+    from forgetflow.requests.schema import RequestError
+
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise RequestError(f"{path} is not UTF-8 text", "save the ID file as UTF-8 (plain text: IDs separated by commas, spaces or newlines)") from None
+    except OSError as exc:
+        raise RequestError(f"{path} cannot be read ({exc.strerror})", "pass a readable text file to --from-file") from None
 
 
 @request_app.command("submit")
@@ -57,7 +83,7 @@ def submit_command(
 
     if (ids is None) == (from_file is None):
         raise RequestError("give the IDs either inline (--ids) or in a file (--from-file), not both or neither", "e.g. --ids 12,40,77")
-    tokens = _split_ids(ids if ids is not None else from_file.read_text())
+    tokens = _split_ids(ids if ids is not None else _read_ids_file(from_file))
     payload = {"kind": kind, "goal": goal, "ids": _typed(tokens, kind), "reason": reason, "requested_by": requested_by}
     if new_labels is not None:
         payload["new_labels"] = _typed(_split_ids(new_labels), "classes")
@@ -65,13 +91,13 @@ def submit_command(
         payload["request_id"] = request_id
     if urgent:
         payload["urgent"] = True
-    result = submit(settings_for(workspace), payload, source="cli", announce="wait")
+    result = submit(settings_for(workspace, existing=True), payload, source="cli", announce="wait")
     style = {"recorded": "green", "already_recorded": "yellow", "duplicate": "yellow"}[result.outcome]
-    console.print(f"[{style}]{result.message}[/]" + (" (urgent)" if result.urgent else ""))
+    console.print(f"[{style}]{text(result.message)}[/]" + (" (urgent)" if result.urgent else ""))
     if result.announcement is not None:
-        console.print(f"  {result.announcement.message}")
+        console.print(f"  {text(result.announcement.message)}")
     if result.outcome == "duplicate":
-        console.print(f"  follow request [bold]{result.duplicate_of}[/] instead: `forgetflow request show {result.duplicate_of}`")
+        console.print(f"  follow request [bold]{text(result.duplicate_of)}[/] instead: `forgetflow request show {text(result.duplicate_of)}`")
 
 
 @request_app.command("list")
@@ -84,9 +110,9 @@ def list_command(
 
     from forgetflow.requests.intake import open_ledger
 
-    statuses = [s for s in open_ledger(settings_for(workspace)).statuses().values() if state is None or s.state == state]
+    statuses = [s for s in open_ledger(settings_for(workspace, existing=True)).statuses().values() if state is None or s.state == state]
     if not statuses:
-        console.print("no requests" + (f" in state {state}" if state else ""))
+        console.print("no requests" + (f" in state {text(state)}" if state else ""))
         return
     table = Table(title=f"deletion requests ({len(statuses)})")
     table.add_column("request", no_wrap=True)
@@ -94,7 +120,7 @@ def list_command(
         table.add_column(column)
     for s in statuses:
         received = s.received or {}
-        table.add_row(s.request_id, received.get("kind", "?"), received.get("goal", "?"), str(received.get("n_targets", "?")), _state(s.state), s.updated_at[:19].replace("T", " "), received.get("requested_by", ""))
+        table.add_row(text(s.request_id), text(received.get("kind", "?")), text(received.get("goal", "?")), text(received.get("n_targets", "?")), _state(s.state), text(str(s.updated_at)[:19].replace("T", " ")), text(received.get("requested_by", "")))
     console.print(table)
 
 
@@ -106,19 +132,19 @@ def show_command(request_id: Annotated[str, typer.Argument(help="The request ID.
     from forgetflow.requests.intake import open_ledger
     from forgetflow.requests.schema import RequestError
 
-    status = open_ledger(settings_for(workspace)).status(request_id)
+    status = open_ledger(settings_for(workspace, existing=True)).status(request_id)
     if status is None:
         raise RequestError(f"no request {request_id} in the ledger", "list requests with `forgetflow request list`")
     received = status.received or {}
-    console.print(f"[bold]request {request_id}[/]  state: {_state(status.state)}")
+    console.print(f"[bold]request {text(request_id)}[/]  state: {_state(status.state)}")
     for key in ("kind", "goal", "n_targets", "reason", "requested_by", "received_at", "source", "fingerprint"):
         if key in received:
-            console.print(f"  {key}: {received[key]}")
+            console.print(f"  {key}: {text(received[key])}")
     table = Table(title="history")
     for column in ("seq", "at", "event", "details"):
         table.add_column(column)
     for entry in status.history:
-        table.add_row(str(entry["seq"]), entry["at"][:19].replace("T", " "), _state(entry["event"]), _details(entry))
+        table.add_row(text(entry["seq"]), text(str(entry["at"])[:19].replace("T", " ")), _state(entry["event"]), text(_details(entry)))
     console.print(table)
 
 
@@ -127,16 +153,16 @@ def inbox_command(workspace: WorkspaceOption = None) -> None:
     """Process the inbox folder once: record each JSON file, or move it to rejected/ with a reason."""
     from forgetflow.requests.intake import inbox_dir, process_inbox
 
-    settings = settings_for(workspace)
+    settings = settings_for(workspace, existing=True)
     report = process_inbox(settings)
     if not report.processed and not report.rejected:
-        console.print(f"inbox {inbox_dir(settings)} is empty")
+        console.print(f"inbox {text(inbox_dir(settings))} is empty")
     for name, result in report.processed:
-        console.print(f"[green]processed[/] {name}: {result.message}")
+        console.print(f"[green]processed[/] {text(name)}: {text(result.message)}")
     for name, reason in report.rejected:
-        console.print(f"[red]rejected[/] {name}: {reason}")
+        console.print(f"[red]rejected[/] {text(name)}: {text(reason)}")
     if report.announcement is not None:
-        console.print(report.announcement.message)
+        console.print(text(report.announcement.message))
 
 
 @request_app.command("validate")
@@ -148,16 +174,16 @@ def validate_command(
     """Resolve requests against the current dataset version and run the Great Expectations suites."""
     from forgetflow.validation.validate import validate_requests
 
-    outcomes = validate_requests(settings_for(workspace), request_ids, dataset=dataset)
+    outcomes = validate_requests(settings_for(workspace, existing=True), request_ids, dataset=dataset)
     for outcome in outcomes:
         if outcome.error:
-            console.print(f"[red]error[/] {outcome.request_id}: {outcome.error}")
+            console.print(f"[red]error[/] {text(outcome.request_id)}: {text(outcome.error)}")
         elif outcome.success:
             fs = outcome.forget_set.summary()
-            console.print(f"[green]validated[/] {outcome.request_id}: {fs['n_samples']} samples {fs['splits']}, {outcome.summary['evaluated']} expectations passed; report {outcome.report_path}")
+            console.print(f"[green]validated[/] {text(outcome.request_id)}: {text(fs['n_samples'])} samples {text(fs['splits'])}, {text(outcome.summary['evaluated'])} expectations passed; report {text(outcome.report_path)}")
         else:
-            failed = ", ".join(outcome.failed_rules)
-            console.print(f"[red]rejected[/] {outcome.request_id}: failed {failed}; report {outcome.report_path}")
+            failed = ", ".join(map(str, outcome.failed_rules))
+            console.print(f"[red]rejected[/] {text(outcome.request_id)}: failed {text(failed)}; report {text(outcome.report_path)}")
     if any(not o.success for o in outcomes):
         raise typer.Exit(1)
 
@@ -170,20 +196,20 @@ def verify_command(
     """Check the hash chain: any edit, deletion or reordering is found and the first bad entry named."""
     from forgetflow.requests.intake import open_ledger
 
-    ledger = open_ledger(settings_for(workspace))
+    ledger = open_ledger(settings_for(workspace, existing=True))
     result = ledger.repair_head() if repair_head else ledger.verify()
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {text(warning)}")
     if result.ok:
-        console.print(f"[green]ledger intact[/]: {result.n_entries} entries, head {result.head_hash or '-'}")
+        console.print(f"[green]ledger intact[/]: {result.n_entries} entries, head {text(result.head_hash or '-')}")
         return
-    console.print(f"[bold red]ledger broken[/] at entry {result.first_bad}: {result.problem}")
+    console.print(f"[bold red]ledger broken[/] at entry {result.first_bad}: {text(result.problem)}")
     raise typer.Exit(1)
 
 
 def _state(state: str) -> str:
     style = _STATE_STYLE.get(state)
-    return f"[{style}]{state}[/]" if style else state
+    return f"[{style}]{text(state)}[/]" if style else text(state)
 
 
 def _details(entry: dict) -> str:

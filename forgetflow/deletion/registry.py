@@ -18,6 +18,23 @@ def _client(settings: Settings):
     return MlflowClient()
 
 
+def end_interrupted_runs(settings: Settings, batch_id: str) -> list[str]:
+    """Mark KILLED the MLflow runs of this batch that are still RUNNING: a registration killed
+    mid-way left them so, and nothing else would ever end them. Only called while the batch holds
+    the workspace, so no live process is logging to them. Returns their run IDs."""
+    client = _client(settings)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        return []
+    query = f"tags.`{TAG_PREFIX}batch_id` = '{batch_id}' and attributes.status = 'RUNNING'"
+    ended = []
+    for run in client.search_runs([experiment.experiment_id], filter_string=query, max_results=1000):
+        client.set_tag(run.info.run_id, f"{TAG_PREFIX}status", "interrupted")
+        client.set_terminated(run.info.run_id, "KILLED")
+        ended.append(run.info.run_id)
+    return ended
+
+
 def find_version(settings: Settings, batch_id: str, role: str) -> dict | None:
     client = _client(settings)
     name = settings.registered_model_name
@@ -78,9 +95,10 @@ def log_rung_runs(settings: Settings, parent_run_id: str, batch_id: str, runs: l
 
     client = _client(settings)
     parent = client.get_run(parent_run_id)
-    existing = {
+    existing = {  # a rung run killed half-logged (ended KILLED on resume) is logged again
         r.data.tags.get(f"{TAG_PREFIX}rung_id")
         for r in client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=1000)
+        if r.info.status != "KILLED"
     }
     logged = []
     for group_index, run in enumerate(runs):

@@ -16,7 +16,10 @@ Inbox: JSON files dropped into `<workspace>/data/requests/inbox/` (write them un
 name starting with `.` or ending in `.tmp`/`.part`, then rename: those names are skipped) are
 recorded and moved to `processed/`, or to `rejected/` next to a `<name>.reason.txt`. A malformed
 file never stops intake and never reaches the ledger. Files in `processed/` still hold subject IDs
-in clear text: the erasure step must purge those of erased requests.
+in clear text, so none is kept once its request is closed: a duplicate is removed at intake (the
+ledger names the request it duplicates), the erasure step purges those of erased requests, and the
+end of each batch those of rejected ones (`purge_processed`). Files in `rejected/` never reached the
+ledger; they stay, with their reason, for whoever sent them to fix and resend.
 """
 
 from __future__ import annotations
@@ -206,8 +209,11 @@ def process_inbox(settings: Settings | Path | str) -> InboxReport:
                 _move(path, requests_dir(settings) / "rejected", reason=outcome.message)
                 report.rejected.append((path.name, outcome.message))
                 continue
-            # Named after the request so erasure can purge it (it may hold subject IDs in clear text).
-            _move(path, requests_dir(settings) / "processed", prefix=f"{outcome.request_id}--")
+            if outcome.outcome == "duplicate":  # rejected as recorded: keep no clear-text copy
+                path.unlink()
+            else:
+                # Named after the request so erasure can purge it (it may hold subject IDs in clear text).
+                _move(path, requests_dir(settings) / "processed", prefix=f"{outcome.request_id}--")
             report.processed.append((path.name, outcome))
         report.announcement = next((o.announcement for o in outcomes if isinstance(o, SubmitResult) and o.announcement is not None), None)
     return report
@@ -220,7 +226,7 @@ def _read_request_file(path: Path) -> DeletionRequest:
     if path.stat().st_size > MAX_INBOX_FILE_BYTES:
         raise RequestError(f"{path.name} is larger than {MAX_INBOX_FILE_BYTES >> 20} MiB", "split the request into several files")
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_reject_constant)
+        data = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
         raise RequestError(f"{path.name} is not UTF-8 text", "save the request as UTF-8 JSON") from None
     except RecursionError:
@@ -232,6 +238,40 @@ def _read_request_file(path: Path) -> DeletionRequest:
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A key given twice is refused: JSON parsers disagree on which value wins (Python's, the last),
+    so `"kind": "samples", ..., "kind": "classes"` must not quietly become a class request."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {_short(json.dumps(key))}")
+        seen.add(key)
+    return dict(pairs)
+
+
+def purge_processed(settings: Settings, request_ids) -> list[str]:
+    """Remove the processed inbox copies (`<request_id>--<name>`) of these requests; returns the
+    removed paths, relative to the workspace."""
+    removed = []
+    folder = requests_dir(settings) / "processed"
+    for request_id in request_ids:
+        for path in sorted(folder.glob(f"{request_id}--*")) if folder.is_dir() else []:
+            path.unlink(missing_ok=True)
+            removed.append(str(path.relative_to(settings.workspace)))
+    return removed
+
+
+def purge_closed(settings: Settings, ledger: Ledger | None = None) -> list[str]:
+    """Processed copies of every request the ledger has rejected (at intake, by `request validate`
+    or in a batch): the ledger keeps its pseudonymous record and the reason."""
+    statuses = (ledger or open_ledger(settings)).statuses()
+    folder = requests_dir(settings) / "processed"
+    if not folder.is_dir():
+        return []
+    names = {path.name.split("--", 1)[0] for path in folder.iterdir() if "--" in path.name}
+    return purge_processed(settings, sorted(rid for rid in names if rid in statuses and statuses[rid].state == "rejected"))
 
 
 def _short(exc: Exception) -> str:

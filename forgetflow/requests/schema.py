@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator, model_validator
 
 from forgetflow.errors import ForgetflowError
 
@@ -46,6 +46,14 @@ _REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
 MAX_TARGETS = 1_000_000  # one request; larger erasures are several requests (and fail the size limit anyway)
 MAX_SUBJECT_ID_LENGTH = 256
 MAX_SAMPLE_ID = 2**63  # manifests store sample IDs as int64
+# How far back a caller may date a request. GDPR Art. 12(3) gives one month to answer, extendable
+# by two more: a request received longer ago is overdue already, and an older date would make the
+# ledger's timeline (and deadline reports) say something that did not happen. Leave `received_at`
+# out to record the time of intake.
+MAX_RECEIVED_AGE = timedelta(days=90)
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # a sender's clock may run this much ahead
+# A timestamp is text: an ISO 8601 date and time with a zone (Z or +hh:mm), nothing looser.
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})")
 
 Target = Union[StrictInt, StrictStr]
 
@@ -74,8 +82,28 @@ class DeletionRequest(BaseModel):
     new_labels: list[Target] | None = Field(default=None, description="relabel only: one new class name/index per ID, in the same order.")
     reason: str = Field(min_length=1, max_length=2000)
     requested_by: str = Field(min_length=1, max_length=200)
-    received_at: AwareDatetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-    urgent: bool = Field(default=False, description="Process now (the served urgent deployment is triggered) instead of in the next scheduled batch.")
+    received_at: AwareDatetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="ISO 8601 with a time zone, at most 90 days ago; default: now.")
+    # Strict: "yes", 1 or "true" are not booleans in a request (JSON has true and false).
+    urgent: StrictBool = Field(default=False, description="Process now (the served urgent deployment is triggered) instead of in the next scheduled batch.")
+
+    @field_validator("received_at", mode="before")
+    @classmethod
+    def _timestamp_text(cls, value):
+        if isinstance(value, datetime):
+            return value
+        if not isinstance(value, str) or not _TIMESTAMP_RE.fullmatch(value):
+            raise ValueError("must be an ISO 8601 timestamp with a time zone, e.g. 2026-03-01T09:30:00Z")
+        return value
+
+    @field_validator("received_at", mode="after")
+    @classmethod
+    def _recent(cls, value: datetime) -> datetime:
+        now = datetime.now(timezone.utc)
+        if value > now + MAX_CLOCK_SKEW:
+            raise ValueError("lies in the future")
+        if value < now - MAX_RECEIVED_AGE:
+            raise ValueError(f"is more than {MAX_RECEIVED_AGE.days} days ago; leave it out to record the time of intake")
+        return value
 
     @field_validator("reason", "requested_by")
     @classmethod

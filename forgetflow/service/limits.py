@@ -11,11 +11,13 @@
 Both are taken with `strict=True`: a missing limit is an error, never a silently unlimited run, and
 `ensure_limits` creates them (idempotently) at service start-up and at the start of every flow.
 
-A slot is a lease: Prefect renews it while the holder lives, and the server frees it once a dead
-holder (SIGKILL, a lost machine) stops renewing. A run that is stopped (SIGTERM from `forgetflow
-serve`, a worker or a cancel; Ctrl-C) releases its slots itself: termination signals wait while a
-slot is being granted or released, because one that lands in the middle of that API call leaves the
-slot taken until the lease expires (a grant nobody knows of, or a release that never happened).
+A slot is a lease: Prefect renews it while the holder lives. A run that is stopped (SIGTERM from
+`forgetflow serve`, a worker or a cancel; Ctrl-C) releases its slots itself: termination signals
+wait while a slot is being granted or released, because one that lands in the middle of that API
+call leaves the slot taken until the lease expires (a grant nobody knows of, or a release that never
+happened). A holder killed outright (SIGKILL, OOM) cannot: each slot is recorded with its holder's
+PID and host (`slots.py`), and a run refused a slot frees those of dead holders before it waits, so a
+killed batch never blocks the next run.
 """
 
 from __future__ import annotations
@@ -31,10 +33,13 @@ from contextvars import ContextVar
 from forgetflow.service.naming import slug, workspace_id
 from forgetflow.settings import Settings
 
-# The server's minimum lease. Prefect renews it every 45 s (3/4 of it) while the holder lives, and the
-# server revokes an expired one within its repossessor interval (15 s), so a dead holder's slot is
-# free again after at most ~75 s.
+# The server's minimum lease. Prefect renews it every 45 s (3/4 of it) while the holder lives; a
+# server with a repossessor revokes an expired one within 15 s (and `slots.free_stale` does where
+# forgetflow started the server), so even an unrecorded dead holder's slot is free after ~75 s.
 LEASE_S = 60
+# The longest pause between two requests for a slot, whatever Retry-After the server suggests (up to
+# 30 s): each refusal also sweeps stale slots, so a slot that went stale is found soon.
+MAX_POLL_S = 15.0
 
 
 def device_limit_name(settings: Settings) -> str:
@@ -143,30 +148,76 @@ def _log_wait(name: str, retry_after_s: float) -> None:
 
 
 @contextmanager
-def _slot(name: str):
-    """Hold one slot of the limit `name`, waiting for it as long as it takes. Each request for the
-    slot is a single attempt with signals deferred, and the wait between attempts is interruptible:
-    a stopped run either holds the slot (and releases it on the way out) or never got it."""
-    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+def _held(settings: Settings, name: str, purpose: str):
+    """One request for a slot of `name` (ConcurrencySlotAcquisitionError when refused), recorded
+    with this process as its holder while it is held (see slots.py)."""
+    from prefect.concurrency.context import ConcurrencyContext
     from prefect.concurrency.sync import concurrency
+
+    from forgetflow.service import slots
+
+    path = lease_id = None
+    # A context of our own: Prefect notes the lease it grants there, so it is the only one in it.
+    with ConcurrencyContext() as granted:
+        try:
+            with concurrency(name, occupy=1, strict=True, lease_duration=LEASE_S, max_retries=0):
+                lease_id = granted.cleanup_lease_ids[-1] if granted.cleanup_lease_ids else None
+                path = slots.record(settings, name, str(lease_id) if lease_id else None, purpose)
+                yield
+        finally:
+            # Released (Prefect drops a released lease from the context); otherwise the record stays
+            # and the next sweep releases the lease again.
+            if path is not None and lease_id not in granted.cleanup_lease_ids:
+                path.unlink(missing_ok=True)
+
+
+def _free_stale(settings: Settings, name: str) -> int:
+    """Best effort: a sweep that fails (a server hiccup) only means waiting for the next one."""
+    from forgetflow.service import slots
+
+    try:
+        return slots.free_stale(settings, name)
+    except Exception as exc:  # noqa: BLE001 - never let the sweep break the wait
+        logging.getLogger(__name__).warning("could not check concurrency slot %s for dead holders: %s", name, exc)
+        return 0
+
+
+@contextmanager
+def _slot(settings: Settings, name: str, *, wait_s: float | None = None, busy=None, purpose: str = ""):
+    """Hold one slot of the limit `name`: as long as it takes (`wait_s` None), or at most `wait_s`
+    seconds, then raise `busy(holders)`. Each request for the slot is a single attempt with signals
+    deferred, and the wait between attempts is interruptible: a stopped run either holds the slot
+    (and releases it on the way out) or never got it. A refused request first frees the slots of
+    dead holders (slots.py) and, if that freed one, asks again at once."""
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+
+    from forgetflow.service import slots
 
     _quiet_slot_waits()
     held = ExitStack()
+    deadline = None if wait_s is None else time.monotonic() + max(wait_s, 0.0)
     waited = False
     try:
         while True:
             try:
                 with _signals_deferred():
-                    held.enter_context(concurrency(name, occupy=1, strict=True, lease_duration=LEASE_S, max_retries=0))
+                    held.enter_context(_held(settings, name, purpose))
                 break
             except ConcurrencySlotAcquisitionError as error:
                 retry_after_s = _retry_after_s(error)
                 if retry_after_s is None:
                     raise
+            if _free_stale(settings, name):
+                continue
+            left_s = None if deadline is None else deadline - time.monotonic()
+            if left_s is not None and left_s <= 0:
+                if busy is None:
+                    raise TimeoutError(f"concurrency slot {name} still taken after {wait_s:g} s")
+                raise busy([h for h in slots.holders(settings, name) if h["alive"] is not False])
             if not waited:
                 _log_wait(name, retry_after_s)
                 waited = True
-            time.sleep(retry_after_s)
+            time.sleep(min(retry_after_s, MAX_POLL_S, *([left_s] if left_s is not None else [])))
         yield
     finally:
         with _signals_deferred():
@@ -189,7 +240,7 @@ def device_slot(settings: Settings):
     if name in held:
         yield
         return
-    with _slot(name):
+    with _slot(settings, name, purpose="unlearning or retraining"):
         token = _held_devices.set(held | {name})
         try:
             yield
@@ -197,8 +248,28 @@ def device_slot(settings: Settings):
             _held_devices.reset(token)
 
 
+def _busy(settings: Settings, holders: list[dict]):
+    from forgetflow.deletion.lock import WorkspaceBusyError
+
+    who = "; ".join(f"{h.get('purpose') or 'a forgetflow run'} (pid {h.get('pid')} on {h.get('host')}, since {h.get('since')})" for h in holders)
+    return WorkspaceBusyError(
+        f"workspace {settings.workspace} is busy: {who or 'another run holds its concurrency slot ' + workspace_limit_name(settings)}",
+        "wait for it to finish; queued requests join the next batch (or pass a longer --wait)",
+    )
+
+
+def workspace_busy(settings: Settings):
+    """WorkspaceBusyError if a live run is recorded as holding the workspace slot (no server
+    needed: `process --wait 0` stops at once), else None. The slot itself stays the authority."""
+    from forgetflow.service import slots
+
+    holders = [h for h in slots.holders(settings, workspace_limit_name(settings)) if h["alive"]]
+    return _busy(settings, holders) if holders else None
+
+
 @contextmanager
-def workspace_slot(settings: Settings):
-    """Hold the workspace's single writer slot (waits for it: a second trigger queues)."""
-    with _slot(workspace_limit_name(settings)):
+def workspace_slot(settings: Settings, *, wait_s: float | None = None, purpose: str = ""):
+    """Hold the workspace's single writer slot: queue for it (`wait_s` None: a second trigger
+    waits its turn), or give up after `wait_s` seconds with WorkspaceBusyError naming the holder."""
+    with _slot(settings, workspace_limit_name(settings), wait_s=wait_s, busy=lambda holders: _busy(settings, holders), purpose=purpose):
         yield

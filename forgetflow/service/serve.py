@@ -30,7 +30,7 @@ class ServeOptions:
 
 def prepare_environment(settings: Settings, options: ServeOptions):
     """Start (or find) the server and point this process at it; returns the LocalServer or None."""
-    from forgetflow.service.server import start_local_server, wait_healthy
+    from forgetflow.service.server import lease_environment, server_environment, start_local_server, wait_healthy
 
     for key, value in settings.prefect_environment().items():
         os.environ[key] = value
@@ -40,6 +40,8 @@ def prepare_environment(settings: Settings, options: ServeOptions):
         return None
     server = start_local_server(settings, host=options.host, port=options.port)
     os.environ["PREFECT_API_URL"] = server.api_url
+    if server.process is not None:  # ours: its leases are in files the flow runs can check (slots.py)
+        os.environ.update(lease_environment(settings, server_environment(settings)))
     return server
 
 
@@ -94,6 +96,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         from forgetflow.service.deployments import deployment_names, served_deployments
         from forgetflow.service.limits import ensure_limits
         from forgetflow.service.server import write_service_file
+        from forgetflow.service.slots import LEASES_ENV
         from forgetflow.service.watcher import InboxWatcher
 
         service = service_params(load_params(settings.params_path))
@@ -106,6 +109,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
             "api_url": os.environ["PREFECT_API_URL"],
             "serve_pid": os.getpid(),
             "server_pid": server.process.pid if server and server.process else None,
+            "lease_dir": os.environ.get(LEASES_ENV),
             "started_at": datetime.now(timezone.utc).isoformat(),
             "deployments": {"batch": names.full("batch"), "urgent": names.full("urgent")},
             "limits": limits,

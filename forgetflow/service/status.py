@@ -34,6 +34,7 @@ class ServiceStatus:
     pending: list[dict] = field(default_factory=list)  # request_id, state, kind, urgent, received_at
     open_batches: list[str] = field(default_factory=list)
     lock_holder: dict | None = None
+    slot_holders: list[dict] = field(default_factory=list)  # recorded holders of concurrency slots (slots.py)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -110,6 +111,7 @@ def service_status(settings: Settings) -> ServiceStatus:
     from forgetflow.deletion.batch import open_batches
     from forgetflow.deletion.lock import holder
     from forgetflow.service.server import healthy, known_api_url, pid_alive, read_service_file
+    from forgetflow.service.slots import holders
 
     info = read_service_file(settings) or {}
     serving = pid_alive(info.get("serve_pid"))
@@ -123,6 +125,7 @@ def service_status(settings: Settings) -> ServiceStatus:
         pending=_pending(settings),
         open_batches=[b.batch_id for b in open_batches(settings)],
         lock_holder=holder(settings),
+        slot_holders=[{k: v for k, v in h.items() if k != "path"} for h in holders(settings)],
     )
     if status.server_healthy:
         os.environ["PREFECT_API_URL"] = api_url  # read the deployments from that server, not an ephemeral one
