@@ -125,8 +125,8 @@ def model_chain(settings: Settings, version: str) -> tuple[list[dict], list[str]
         if batch and current not in ledger_batches.get(batch, set()):
             findings.append(f"v{current} says batch {batch}, but the ledger records no registration of v{current} in that batch")
         current = tags.get("parent_version")
-    if chain and chain[-1]["role"] not in ("bootstrap", "reference"):  # both were trained from scratch
-        findings.append("the chain does not end at a model trained from scratch (bootstrap or reference)")
+    if chain and chain[-1]["role"] not in ("bootstrap", "reference", "adopted"):  # trained from scratch, or adopted as the first version
+        findings.append("the chain does not end at a model trained from scratch (bootstrap or reference) or an adopted one")
     for child, parent in zip(chain, chain[1:]):
         if child.get("data_md5_before") and parent.get("data_md5") and child["data_md5_before"] != parent["data_md5"] and child["role"] == "candidate":
             findings.append(f"v{child['version']} was unlearned from data {child['data_md5_before'][:8]} but its parent v{parent['version']} was on {parent['data_md5'][:8]}")
@@ -156,7 +156,7 @@ def audit_report(settings: Settings, out_dir: Path | None = None) -> Path:
         for rid, st in statuses.items()
     )
     vrows = "".join(
-        f"<tr><td>v{v}</td><td>{html.escape(', '.join(mv['aliases']))}</td><td>{html.escape(mv['tags'].get('role', mv['tags'].get('stage', '')))}</td><td>{html.escape(mv['tags'].get('method', 'train'))}</td><td><code>{html.escape(mv['tags'].get('data_md5', '')[:12])}</code></td><td>{html.escape(mv['tags'].get('parent_version', ''))}</td><td>{html.escape(mv['tags'].get('superseded_by_erasure', ''))}</td></tr>"
+        f"<tr><td>v{v}</td><td>{html.escape(', '.join(mv['aliases']))}</td><td>{html.escape(mv['tags'].get('role', mv['tags'].get('stage', '')))}</td><td>{html.escape(mv['tags'].get('method', 'train'))}</td><td><code>{html.escape(mv['tags'].get('data_md5', '')[:12])}</code></td><td>{html.escape(mv['tags'].get('parent_version', ''))}</td><td>{html.escape(mv['tags'].get('superseded_by_erasure', ''))}</td><td>{'changed' if mv['tags'].get('test_split_changed') == 'True' else ''}</td></tr>"
         for v, mv in sorted(versions.items(), key=lambda kv: int(kv[0]))
     )
     ledger_line = "intact: every entry's hash and chain link verified" if verification.ok else f"BROKEN at entry {verification.first_bad}: {verification.problem}"
@@ -166,7 +166,7 @@ def audit_report(settings: Settings, out_dir: Path | None = None) -> Path:
 <p><b>Ledger:</b> {verification.n_entries} entries, {html.escape(ledger_line)}.</p>
 <h2>Lineage</h2><img src="{graph.name}" alt="lineage graph">
 <h2>Metric trends</h2><img src="{trend.name}" alt="metric trends">
-<h2>Model versions</h2><table><tr><th>version</th><th>aliases</th><th>role</th><th>method</th><th>data md5</th><th>parent</th><th>superseded by erasure</th></tr>{vrows}</table>
+<h2>Model versions</h2><table><tr><th>version</th><th>aliases</th><th>role</th><th>method</th><th>data md5</th><th>parent</th><th>superseded by erasure</th><th>test split</th></tr>{vrows}</table>
 <h2>Requests</h2><table><tr><th>request</th><th>state</th><th>excluded by version</th><th>updated</th></tr>{rows}</table>
 </body></html>"""
     index = out_dir / "index.html"
@@ -182,9 +182,9 @@ def plot_lineage(versions: dict[str, dict], path: Path) -> Path:
     plt = pyplot()
 
     ordered = sorted(versions, key=int)
-    colours = {"bootstrap": "#4c72b0", "candidate": "#55a868", "reference": "#dd8452"}
+    colours = {"bootstrap": "#4c72b0", "adopted": "#8172b2", "candidate": "#55a868", "reference": "#dd8452"}
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(ordered)), 3.2))
-    lanes = {"bootstrap": 1, "candidate": 1, "reference": 0}
+    lanes = {"bootstrap": 1, "adopted": 1, "candidate": 1, "reference": 0}
     position = {}
     for x, version in enumerate(ordered):
         tags = versions[version]["tags"]
@@ -221,6 +221,12 @@ def plot_trends(versions: dict[str, dict], path: Path) -> Path:
     points = [(v, a) for v, a in points if a is not None]
     if points:
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    # From these versions on, test accuracy is measured on a smaller test split (samples deleted from it).
+    changed = [int(v) for v in ordered if versions[v]["tags"].get("test_split_changed") == "True"]
+    for index, version in enumerate(changed):
+        ax.axvline(version - 0.5, color="#999", linestyle="--", linewidth=1, label="test split changed" if index == 0 else None)
+    if changed:
+        ax.legend(loc="lower left", fontsize=8)
     ax.set_xlabel("model version")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Test accuracy over versions")

@@ -35,13 +35,15 @@ def scratch_dir(settings: Settings) -> Path:
 
 
 def train_base_model(settings: Settings, params: Params, dataset_name: str, data_md5: str, *, progress: bool = True) -> TrainedModel:
-    from forgetflow.layer_stats import compute_layer_stats
-    from forgetflow.models import save_checkpoint
+    from forgetflow.architectures import check_fits
+    from forgetflow.layer_stats import layer_stats_if_supported
+    from forgetflow.models import build_model, save_checkpoint
     from forgetflow.training import evaluate, model_spec_for, train_model
 
     version = DatasetVersion(settings.data_dir / dataset_name)
     train, val, test = (version.load(split) for split in ("train", "val", "test"))
     spec = model_spec_for(params.model, version.meta)
+    check_fits(build_model(spec), spec.in_channels, spec.image_hw, spec.num_classes)  # a clear error before any training
     device = settings.resolved_device()
     seed = params.train.seed if settings.seed is None else settings.seed
     result = train_model(spec, params.train, train, val, device=device, seed=seed, progress=progress)
@@ -53,7 +55,7 @@ def train_base_model(settings: Settings, params: Params, dataset_name: str, data
         metrics[f"{split_name}_loss"] = scores["loss"]
     metrics["train_seconds"] = result.seconds
 
-    layer_stats = compute_layer_stats(model, train.images) if params.train.store_layer_stats else None
+    layer_stats, _ = layer_stats_if_supported(model, train.images) if params.train.store_layer_stats else (None, None)
     work = scratch_dir(settings)
     checkpoint = save_checkpoint(
         model,

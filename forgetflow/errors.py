@@ -37,3 +37,7 @@ class TrackingError(ForgetflowError):
 
 class VersioningError(ForgetflowError):
     """A DVC operation failed."""
+
+
+class UnsupportedModelError(ForgetflowError):
+    """A model has a layer an algorithm cannot handle (e.g. PGU's layer statistics)."""

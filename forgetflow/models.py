@@ -1,5 +1,8 @@
 """Model architectures, chosen by name, and the trainable checkpoint format.
 
+`model.arch` is `small_cnn` or `resnet18` (below), or `torchvision:NAME` / `MODULE:CALLABLE`
+(forgetflow/architectures.py). The spec, arch included, is saved with the weights.
+
 Every model takes uint8-range images scaled to [0, 1] (N, C, H, W) and normalises them itself,
 so adversarial methods work in pixel space and a served model needs no preprocessing contract.
 """
@@ -12,7 +15,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-ARCHITECTURES = ("small_cnn", "resnet18")
 CHECKPOINT_FORMAT = "forgetflow.checkpoint/1"
 
 
@@ -26,9 +28,14 @@ class ModelSpec:
     dropout: float = 0.0
     mean: list[float] = field(default_factory=lambda: [0.5])
     std: list[float] = field(default_factory=lambda: [0.5])
+    image_width: int | None = None  # None: square images (image_size x image_size)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return (self.image_size, self.image_width or self.image_size)
 
 
 class Normalize(nn.Module):
@@ -94,9 +101,9 @@ class ImageClassifier(nn.Module):
         elif spec.arch == "resnet18":
             self.net = resnet18_small(spec.in_channels, spec.num_classes)
         else:
-            from forgetflow.errors import ConfigError
+            from forgetflow.architectures import build_network
 
-            raise ConfigError(f"unknown architecture {spec.arch!r}", f"model.arch in params.yaml must be one of {ARCHITECTURES}")
+            self.net = build_network(spec.arch, spec.in_channels, spec.num_classes, spec.image_hw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))

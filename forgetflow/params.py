@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from forgetflow.errors import ConfigError
 
@@ -23,12 +23,30 @@ class DataParams(_Strict):
     shard_size: int = Field(512, ge=1)
     samples_per_subject: int = Field(4, ge=1)
     split_seed: int = 0
+    # imagefolder and manifest imports: null keeps the files' size (they must agree); N or [H, W] resizes every image.
+    resize: int | list[int] | None = None
+
+    @field_validator("resize")
+    @classmethod
+    def _size(cls, value):
+        sizes = [value] if isinstance(value, int) else value
+        if sizes is not None and (len(sizes) != 2 and not isinstance(value, int) or any(v < 1 for v in sizes)):
+            raise ValueError("resize must be null, a positive N (N x N) or [H, W]")
+        return value
 
 
 class ModelParams(_Strict):
-    arch: Literal["small_cnn", "resnet18"] = "small_cnn"
+    # small_cnn | resnet18 | torchvision:NAME | MODULE:CALLABLE (see forgetflow/architectures.py)
+    arch: str = "small_cnn"
     width: int = Field(32, ge=4)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, value: str) -> str:
+        from forgetflow.architectures import check_arch
+
+        return check_arch(value)
 
 
 class TrainParams(_Strict):

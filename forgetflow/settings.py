@@ -104,4 +104,8 @@ def load_settings(workspace: str | Path | None = None, **overrides) -> Settings:
     """Settings from the environment, with an explicit workspace (CLI --workspace) taking priority."""
     if workspace is not None:
         overrides["workspace"] = Path(workspace)
-    return Settings(**overrides)
+    settings = Settings(**overrides)
+    from forgetflow.architectures import add_import_root
+
+    add_import_root(settings.workspace)  # `model.arch: MODULE:CALLABLE` factories live in the workspace
+    return settings

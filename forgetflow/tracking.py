@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from forgetflow.deletion.batch import crash_point
 from forgetflow.errors import TrackingError
 from forgetflow.settings import Settings
 
@@ -115,12 +116,13 @@ def log_and_register(
 
     client = MlflowClient()
     spec = model.spec
-    example = np.zeros((2, spec.in_channels, spec.image_size, spec.image_size), dtype=np.float32)
+    example = np.zeros((2, spec.in_channels, *spec.image_hw), dtype=np.float32)
     name = settings.registered_model_name
     version = None
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         try:
             mlflow.log_params(params)
+            crash_point("register-run")  # crash tests: killed with the run open (it is ended KILLED on resume)
             mlflow.log_metrics(metrics)
             for dataset in datasets:  # digests only: the data itself never goes to MLflow
                 data = MetaDataset(source=HTTPDatasetSource(dataset["source_url"]), name=dataset["name"], digest=dataset["md5"])

@@ -35,6 +35,7 @@ def model_spec_for(model_params: ModelParams, meta: dict) -> ModelSpec:
         dropout=model_params.dropout,
         mean=list(meta["mean"]),
         std=list(meta["std"]),
+        image_width=w if w != h else None,
     )
 
 

@@ -93,7 +93,7 @@ def test_request_level_failures_are_named_without_values(ws, version, gx_context
     train = _train(version)
     val = [i for i in version.manifest.loc[version.manifest["split"] == "val", "sample_id"] if i >= 1000]
     missing = 987654
-    outcome = _check(ws, gx_context, "bad-1", kind="samples", ids=[train[0], train[0], val[0], missing])
+    outcome = _check(ws, gx_context, "bad-1", kind="samples", ids=[train[0], train[0], val[0], missing], goal="misclassify")
     assert _failed(outcome) == {"ids_unique", "ids_exist", "ids_in_train"}
     status = open_ledger(ws).status("bad-1")
     assert status.state == "rejected" and "ids_unique" in status.last("rejected")["reason"]
@@ -104,6 +104,15 @@ def test_request_level_failures_are_named_without_values(ws, version, gx_context
     assert counts["ids_exist"]["unexpected_count"] == 1 and counts["ids_in_train"]["unexpected_count"] == 1
     report = (ws.workspace / status.last("rejected")["report"]).read_text()
     assert "FAILED" in report and str(missing) not in report and str(val[0]) not in set(re.findall(r"\d+", report))
+
+
+def test_goal_forget_takes_sample_ids_from_any_split(ws, version, gx_context):
+    """A person's validation or test image is their data too: goal forget deletes it where it is."""
+    m = version.manifest
+    ids = [int(m.loc[m["split"] == split, "sample_id"].iloc[0]) for split in ("train", "val", "test")]
+    outcome = _check(ws, gx_context, "any-split", kind="samples", ids=ids)
+    assert outcome.success, outcome.failed_rules
+    assert outcome.forget_set.split_counts() == {"test": 1, "train": 1, "val": 1}
 
 
 def test_already_erased_samples_and_subjects_are_caught(ws, version, gx_context):

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from forgetflow.cli.common import WorkspaceOption, console, settings_for, use_prefect_defaults
+from forgetflow.cli.common import WorkspaceOption, console, settings_for, text, use_prefect, use_prefect_defaults
 
 
 def init(workspace: WorkspaceOption = None) -> None:
@@ -18,12 +18,12 @@ def init(workspace: WorkspaceOption = None) -> None:
     settings = settings_for(workspace)
     init_workspace(settings)
     dvc_workspace(settings).ensure()
-    console.print(f"[green]workspace ready[/] at {settings.workspace}")
+    console.print(f"[green]workspace ready[/] at {text(settings.workspace)}")
 
 
 def bootstrap(
-    source: Annotated[str, typer.Argument(help="digits | fashion-mnist | mnist | cifar10 | imagefolder")] = "digits",
-    path: Annotated[Optional[str], typer.Argument(help="Folder with the source files.")] = None,
+    source: Annotated[str, typer.Argument(help="digits | fashion-mnist | mnist | cifar10 | imagefolder | manifest")] = "digits",
+    path: Annotated[Optional[str], typer.Argument(help="Folder with the source files (manifest: the CSV file).")] = None,
     download: Annotated[bool, typer.Option(help="Let torchvision download the files (needs network).")] = False,
     reimport: Annotated[bool, typer.Option(help="Re-import the source even if the workspace has it.")] = False,
     force: Annotated[bool, typer.Option(help="Register a new base model even if a champion exists.")] = False,
@@ -35,6 +35,7 @@ def bootstrap(
     summary = _run_bootstrap(settings, source, path, download=download, reimport=reimport, force=force)
     print_summary(settings, summary)
     if calibrate:
+        use_prefect(settings)
         from flows.calibrate import calibrate as calibrate_flow
         from forgetflow.cli.calibration import print_ladders
 
@@ -72,21 +73,22 @@ def run_demo_deletions(settings) -> None:
         submit(settings, {**base, "request_id": "demo-class", "kind": "classes", "ids": ["9"]})
         submit(settings, {**base, "request_id": "demo-invalid", "kind": "samples", "ids": [10**9]})
         console.print("\n[bold]Submitted 4 deletion requests[/] (15 samples, 1 subject, class 9, and one naming an unknown sample)")
+    use_prefect(settings)
     from flows.deletion import process_deletions
     from forgetflow.deletion.promotion import summary_markdown
 
     for batch in process_deletions(workspace=str(settings.workspace)):
         console.print(Markdown(summary_markdown(batch)))
     audit = audit_request(settings, "demo-subject")
-    console.print(f"\n[bold]Audit of request demo-subject[/]: {audit.state}; first excluded by model version v{audit.excluded_by_version}")
+    console.print(f"\n[bold]Audit of request demo-subject[/]: {text(audit.state)}; first excluded by model version v{text(audit.excluded_by_version)}")
     for entry in audit.history:
-        console.print(f"  {entry['at']}  {entry['event']}")
+        console.print(f"  {text(entry['at'])}  {text(entry['event'])}")
     if audit.gate:
-        console.print(f"  gate: {'passed' if audit.gate.get('passed') else 'rejected'} - {audit.gate.get('reason')}")
+        console.print(f"  gate: {'passed' if audit.gate.get('passed') else 'rejected'} - {text(audit.gate.get('reason'))}")
     if audit.erasure:
-        console.print(f"  erasure verified: {audit.erasure.get('verified')}")
+        console.print(f"  erasure verified: {text(audit.erasure.get('verified'))}")
     report = audit_report(settings)
-    console.print(f"\n[bold]HTML audit report:[/] {report}")
+    console.print(f"\n[bold]HTML audit report:[/] {text(report)}")
 
 
 def ui(workspace: WorkspaceOption = None) -> None:
@@ -101,14 +103,15 @@ def _run_bootstrap(settings, source, path, *, download, reimport, force) -> dict
     champion = current_version(settings)
     if champion is not None and not force:
         console.print(
-            f"[yellow]already bootstrapped:[/] {champion['name']} version {champion['version']} is the champion "
-            f"(data md5 {champion['tags'].get('forgetflow.data_md5', '?')}). Use `forgetflow bootstrap --force` to register a new base model."
+            f"[yellow]already bootstrapped:[/] {text(champion['name'])} version {text(champion['version'])} is the champion "
+            f"(data md5 {text(champion['tags'].get('forgetflow.data_md5', '?'))}). Use `forgetflow bootstrap --force` to register a new base model."
         )
         return {"existing": champion}
+    use_prefect(settings)
     from flows.bootstrap import bootstrap as bootstrap_flow
 
     started = time.perf_counter()
-    console.print(f"[bold]forgetflow bootstrap[/] on [cyan]{source}[/] in {settings.workspace}")
+    console.print(f"[bold]forgetflow bootstrap[/] on [cyan]{text(source)}[/] in {text(settings.workspace)}")
     summary = bootstrap_flow(workspace=str(settings.workspace), source=source, source_path=path, download=download, reimport=reimport)
     summary["seconds"] = time.perf_counter() - started
     return summary
@@ -123,13 +126,13 @@ def print_summary(settings, summary: dict, ui: bool = True) -> None:
         return
     data, reg, m = summary["dataset"], summary["registration"], summary["metrics"]
     table = Table(title="forgetflow bootstrap", show_header=False, title_justify="left")
-    table.add_row("dataset", f"{data['name']}: {data['n_samples']} samples {data['splits']}")
-    table.add_row("data version (DVC md5)", data["md5"])
-    table.add_row("registered model", f"{reg['name']} v{reg['version']}  aliases: {', '.join(reg['aliases'])}")
+    table.add_row("dataset", text(f"{data['name']}: {data['n_samples']} samples {data['splits']}"))
+    table.add_row("data version (DVC md5)", text(data["md5"]))
+    table.add_row("registered model", text(f"{reg['name']} v{reg['version']}  aliases: {', '.join(map(str, reg['aliases']))}"))
     table.add_row("accuracy train/val/test", f"{m['train_accuracy']:.2f}% / {m['val_accuracy']:.2f}% / {m['test_accuracy']:.2f}%")
-    table.add_row("MLflow run", reg["run_id"])
-    table.add_row("Prefect flow run", summary["flow_run_id"])
-    table.add_row("device", summary["device"])
+    table.add_row("MLflow run", text(reg["run_id"]))
+    table.add_row("Prefect flow run", text(summary["flow_run_id"]))
+    table.add_row("device", text(summary["device"]))
     table.add_row("wall time", f"{summary['seconds']:.1f} s")
     console.print(table)
     if ui:
@@ -141,10 +144,10 @@ def print_ui_commands(settings) -> None:
 
     prefect_home = os.environ.get("PREFECT_HOME") or settings.prefect_environment().get("PREFECT_HOME", "~/.prefect")
     console.print("\n[bold]Look around:[/]")
-    console.print(f"  MLflow UI : mlflow ui --backend-store-uri {settings.tracking_uri} --port 5000   -> http://127.0.0.1:5000")
-    console.print(f"  Prefect UI: PREFECT_HOME={prefect_home} prefect server start   -> http://127.0.0.1:4200")
-    console.print(f"  Service   : forgetflow serve -w {settings.workspace}   (the same server + scheduled and urgent deployments)")
-    console.print(f"  Data      : forgetflow data show digits -w {settings.workspace}   |   dvc status / dvc metrics show (in the workspace)")
+    console.print(f"  MLflow UI : mlflow ui --backend-store-uri {text(settings.tracking_uri)} --port 5000   -> http://127.0.0.1:5000")
+    console.print(f"  Prefect UI: PREFECT_HOME={text(prefect_home)} prefect server start   -> http://127.0.0.1:4200")
+    console.print(f"  Service   : forgetflow serve -w {text(settings.workspace)}   (the same server + scheduled and urgent deployments)")
+    console.print(f"  Data      : forgetflow data show -w {text(settings.workspace)}   |   dvc status / dvc metrics show (in the workspace)")
 
 
 def register(app: typer.Typer) -> None:

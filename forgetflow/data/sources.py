@@ -1,5 +1,8 @@
 """Dataset sources: each returns every image as uint8 (N, H, W, C) with integer labels.
 
+`manifest` (a CSV of the user's own images with real subject IDs) and `imagefolder` (with an
+optional `subjects.csv`) carry their subjects; the others get synthetic ones at import.
+
 torchvision sources read a local folder and never download unless asked (`download=True`),
 because forgetflow runs where the network may be closed.
 """
@@ -17,7 +20,7 @@ import numpy as np
 
 from forgetflow.errors import DataSourceError
 
-SOURCES = ("digits", "fashion-mnist", "mnist", "cifar10", "imagefolder")
+SOURCES = ("digits", "fashion-mnist", "mnist", "cifar10", "imagefolder", "manifest")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -29,9 +32,12 @@ class RawDataset:
     class_names: list[str]
     official_split: np.ndarray | None  # "train"/"test" per sample, or None when the source has none
     description: dict = field(default_factory=dict)
+    subjects: np.ndarray | None = None  # real subject IDs per sample; None: synthetic ones at import
+    given_split: np.ndarray | None = None  # manifest: "train"/"val"/"test" or "" (assign) per sample
 
 
-def load_source(source: str, path: str | Path | None = None, *, cache_dir: Path | None = None, download: bool = False) -> RawDataset:
+def load_source(source: str, path: str | Path | None = None, *, cache_dir: Path | None = None, download: bool = False, resize: tuple[int, int] | None = None) -> RawDataset:
+    """`resize` ((H, W), from `data.resize`) applies to the file-based sources: imagefolder, manifest."""
     if source == "digits":
         return _digits()
     if source in ("fashion-mnist", "mnist"):
@@ -39,7 +45,13 @@ def load_source(source: str, path: str | Path | None = None, *, cache_dir: Path 
     if source == "cifar10":
         return _cifar10(path, download)
     if source == "imagefolder":
-        return _imagefolder(path)
+        return _imagefolder(path, resize)
+    if source == "manifest":
+        if path is None:
+            raise DataSourceError("manifest needs a CSV file", "pass it: forgetflow data import manifest FILE.csv")
+        from forgetflow.data.user_manifest import load_manifest
+
+        return load_manifest(path, resize=resize)
     raise DataSourceError(f"unknown dataset source {source!r}", f"choose one of: {', '.join(SOURCES)}")
 
 
@@ -152,8 +164,9 @@ def _cifar10(path, download: bool) -> RawDataset:
     return RawDataset("cifar10", images, labels, list(train.classes), split, {"source": "torchvision.datasets.CIFAR10", "root": str(root)})
 
 
-def _imagefolder(path) -> RawDataset:
-    """Any torchvision ImageFolder (one sub-folder per class); images must share one size."""
+def _imagefolder(path, resize: tuple[int, int] | None = None) -> RawDataset:
+    """Any torchvision ImageFolder (one sub-folder per class); images must share one size unless
+    `resize` is given. `DIR/subjects.csv` (path,subject_id), when present, names every image's subject."""
     if path is None:
         raise DataSourceError("imagefolder needs a folder", "pass it: forgetflow data import imagefolder PATH")
     folder = Path(path)
@@ -161,18 +174,29 @@ def _imagefolder(path) -> RawDataset:
         raise DataSourceError(f"imagefolder: {folder} is not a directory", "pass a folder with one sub-folder per class")
     from torchvision import datasets
 
+    from forgetflow.data.images import duplicates, read_image, stack_images
+    from forgetflow.data.user_manifest import load_subjects_csv
+
     try:
         ds = datasets.ImageFolder(str(folder))
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataSourceError(f"imagefolder: {exc}", "each class needs a sub-folder holding image files") from exc
-    arrays, shapes = [], set()
-    for file_path, _ in ds.samples:
-        img = ds.loader(file_path)
-        arr = np.asarray(img.convert("L") if img.mode in ("L", "1", "I;16") else img.convert("RGB"), dtype=np.uint8)
-        arr = arr[..., None] if arr.ndim == 2 else arr
-        shapes.add(arr.shape)
-        arrays.append(arr)
-    if len(shapes) != 1:
-        raise DataSourceError(f"imagefolder: images have different shapes {sorted(shapes)[:4]}", "resize them to one size before import")
+    relpaths = [Path(file_path).relative_to(folder).as_posix() for file_path, _ in ds.samples]
+    subjects = load_subjects_csv(folder, relpaths)  # checked before any image is decoded
+    arrays = []
+    for relpath, (file_path, _) in zip(relpaths, ds.samples):
+        # Read with PIL directly: torchvision's loader converts every image to RGB.
+        try:
+            arrays.append(read_image(Path(file_path), resize))
+        except Exception as exc:  # PIL raises OSError, ValueError, DecompressionBombError, ...
+            raise DataSourceError(f"imagefolder: {relpath} is not an image PIL can read ({exc})", "remove or replace the file") from exc
+    images, channels = stack_images(arrays, relpaths, what=f"imagefolder {folder.name}")
+    same = [f"{relpaths[j]} = {relpaths[i]}" for i, j in duplicates(images)]
+    if same:
+        raise DataSourceError(f"imagefolder {folder.name}: {len(same)} image(s) duplicate another one pixel for pixel: {'; '.join(same[:5])}", "keep one file of each (erasure identifies an image by its pixels)")
     labels = np.asarray([t for _, t in ds.samples], dtype=np.int64)
-    return RawDataset(folder.name, np.stack(arrays), labels, list(ds.classes), None, {"source": "torchvision.datasets.ImageFolder", "root": str(folder)})
+    description = {"source": "torchvision.datasets.ImageFolder", "root": str(folder)}
+    if subjects is not None or resize is not None or channels.startswith("RGB ("):
+        # Only imports that use the new options describe them: older imports keep their md5.
+        description.update(channels=channels, resize=list(resize) if resize else None, subjects_file="subjects.csv" if subjects is not None else None)
+    return RawDataset(folder.name, images, labels, list(ds.classes), None, description, subjects=subjects)

@@ -357,6 +357,8 @@ def evaluate(settings: Settings, state: BatchState) -> dict:
     folder = batch_folder(settings, state.batch_id) / "evaluation"
     groups, passed, cache = [], True, {}
     reports_root = settings.workspace / "reports" / "batches" / state.batch_id
+    changed = changed_splits(settings, state, old)
+    context = {"test split": shrunken_test_note(changed["test"])} if "test" in changed else {}
     for index, run in enumerate(r for r in unlearned["runs"] if "skipped" not in r):
         forget = _train_part(old, run["sample_ids"])
         classes = sorted(set(forget.labels.tolist())) if run["category"] == "classes" else None
@@ -372,10 +374,32 @@ def evaluate(settings: Settings, state: BatchState) -> dict:
             reference_required="skipped" not in ref, reference_note=ref.get("skipped", ""),
             device=settings.resolved_device(), outputs_cache=cache if run["goal"] == "forget" and run["category"] == "instances" else None,
         )
-        files = write_report(evaluation, reports_root / f"group-{index}-{run['category']}-{run['goal']}", title=f"{state.batch_id}: {run['category']} / {run['goal']} ({run['method']})", context={"batch_id": state.batch_id, "method": run["method"]})
+        files = write_report(evaluation, reports_root / f"group-{index}-{run['category']}-{run['goal']}", title=f"{state.batch_id}: {run['category']} / {run['goal']} ({run['method']})", context={"batch_id": state.batch_id, "method": run["method"], **context})
         decision = evaluation.decision
         passed = passed and decision.passed
         groups.append({"category": run["category"], "goal": run["goal"], "method": run["method"], "passed": decision.passed, "reason": decision.reason, "metrics": flat_metrics(files.report), "report": str(files.markdown), "folder": str(files.markdown.parent)})
         record_events(settings, "evaluated", state.batch_id, run["request_ids"], lambda _: {"gate_passed": decision.passed, "reason": decision.reason})
     shutil.rmtree(folder, ignore_errors=True)
-    return state.record(settings, "evaluated", {"passed": passed, "groups": groups})
+    # The candidate's own accuracies on the version it is registered with: val and test as they
+    # are after this batch (shrunken where the batch deleted samples from them).
+    from forgetflow.training import evaluate as split_scores
+
+    device = settings.resolved_device()
+    scores = {f"{name}_accuracy": split_scores(candidate.to(device), splits[name], device)["accuracy"] for name in ("val", "test")}
+    return state.record(settings, "evaluated", {"passed": passed, "groups": groups, "candidate_metrics": {k: v for k, v in scores.items() if v == v}, "splits_changed": changed})
+
+
+def changed_splits(settings: Settings, state: BatchState, old) -> dict:
+    """{split: {"before": n, "removed": k}} for the val/test splits this batch deletes samples from
+    (samples and subject requests reach every split); later versions' val and test metrics are on
+    what is left, so a trend across versions must say where the split changed."""
+    statuses = open_ledger(settings).statuses()
+    ids = {int(s) for rid in state.steps["validated"]["valid"] for s in statuses[rid].last("validated")["sample_ids"]}
+    splits = old.manifest["split"]
+    removed = splits[old.manifest["sample_id"].isin(ids)].value_counts()
+    return {name: {"before": int((splits == name).sum()), "removed": int(removed[name])} for name in ("val", "test") if removed.get(name, 0)}
+
+
+def shrunken_test_note(change: dict) -> str:
+    left = change["before"] - change["removed"]
+    return f"changed by this batch: {change['removed']} of {change['before']} test samples deleted; test metrics from this version on are on the remaining {left} and not directly comparable with earlier versions'"

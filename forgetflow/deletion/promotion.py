@@ -41,6 +41,7 @@ def _lineage(settings: Settings, state: BatchState, role: str, method: str, conf
         "config_hash": config_hash,
         "reference": ref.get("key", f"none ({ref.get('skipped', '')})"),
         "gate_passed": evaluated["passed"],
+        "test_split_changed": "test" in evaluated.get("splits_changed", {}),
         "params_hash": params.hash(),
         "recipe_hash": params.recipe_hash(),
         "code_version": code_version(),
@@ -51,14 +52,17 @@ def _lineage(settings: Settings, state: BatchState, role: str, method: str, conf
 def register(settings: Settings, state: BatchState) -> dict:
     if state.done("registered"):
         return state.steps["registered"]
+    from forgetflow.deletion.registry import end_interrupted_runs
     from forgetflow.models import load_checkpoint
+
+    end_interrupted_runs(settings, state.batch_id)  # a registration killed before: its runs end KILLED
 
     params = load_params(settings.params_path)
     versioned, unlearned, evaluated, ref = (state.steps[k] for k in ("versioned", "unlearned", "evaluated", "reference"))
     runs = [r for r in unlearned["runs"] if "skipped" not in r]
     method = "+".join(r["method"] for r in runs) or "none"
     config_hash = stable_hash([{"method": r["method"], "config": r["config"]} for r in runs])
-    metrics = {"unlearn_seconds": unlearned["seconds"]}
+    metrics = {"unlearn_seconds": unlearned["seconds"], **evaluated.get("candidate_metrics", {})}  # val/test as they are now
     for index, group in enumerate(evaluated["groups"]):
         prefix = f"g{index}_{group['category']}_{group['goal']}."
         metrics.update({prefix + k: v for k, v in group["metrics"].items() if isinstance(v, (int, float)) and v == v})
@@ -189,20 +193,34 @@ def erase(settings: Settings, state: BatchState) -> dict:
     promoted = state.steps["promoted"]
     if not promoted["honoured"]:
         record_events(settings, "failed", state.batch_id, state.steps["validated"]["valid"], lambda _: {"champion_version": promoted["champion"], "reason": promoted["outcome"]}, unless=("promoted",))
+    _drop_sample_ids(state)
     return state.record(settings, "erased", summary)
+
+
+def _drop_sample_ids(state: BatchState) -> None:
+    """Once the data is erased, the batch state keeps counts, not the forgotten sample IDs: the
+    ledger's `validated` entries hold them (the audit record; a re-run of erasure reads them there)
+    and no later step needs them. Saved with the `erased` step."""
+
+    def counted(run: dict) -> dict:
+        if "sample_ids" not in run and "new_labels" not in run:
+            return run
+        kept = {k: v for k, v in run.items() if k not in ("sample_ids", "new_labels")}
+        return {**kept, "n_samples": run.get("n_samples", len(run.get("sample_ids") or []))}
+
+    unlearned = state.steps.get("unlearned")
+    if unlearned:
+        unlearned["runs"] = [counted(run) for run in unlearned["runs"]]
+    for group in (state.steps.get("ladder") or {}).values():
+        if isinstance(group, dict) and "run" in group:
+            group["run"] = counted(group["run"])
 
 
 def purge_inbox_copies(settings: Settings, request_ids: list[str]) -> list[str]:
     """Processed inbox files are named `<request_id>--<name>`; subject IDs in them are clear text."""
-    from forgetflow.requests.intake import requests_dir
+    from forgetflow.requests.intake import purge_processed
 
-    removed = []
-    folder = requests_dir(settings) / "processed"
-    for request_id in request_ids:
-        for path in folder.glob(f"{request_id}--*") if folder.is_dir() else []:
-            path.unlink()
-            removed.append(str(path.relative_to(settings.workspace)))
-    return removed
+    return purge_processed(settings, request_ids)
 
 
 def tombstone_path(settings: Settings, batch_id: str) -> Path:
@@ -233,6 +251,11 @@ def write_tombstone(settings: Settings, state: BatchState) -> dict:
 
 
 def finish(settings: Settings, state: BatchState) -> dict:
+    """Close the batch. Processed inbox copies of rejected requests go now (they may name subjects
+    in clear text, and nothing will erase them later)."""
+    from forgetflow.requests.intake import purge_closed
+
+    purge_closed(settings)
     state.close(settings)
     return summary(state)
 
@@ -267,7 +290,15 @@ def summary_markdown(result: dict) -> str:
     data = result["data"]
     if data.get("md5_after"):
         lines.append(f"| data version | `{data['md5_before']}` -> `{data['md5_after']}` ({data['removed']} samples removed, shards {', '.join(data['touched_shards'] or [])}) |")
+    changed = (result["gate"] or {}).get("splits_changed") or {}
+    if "test" in changed:
+        from forgetflow.deletion.pipeline import shrunken_test_note
+
+        lines.append(f"| test split | {shrunken_test_note(changed['test'])} |")
     for run in result["methods"]:
+        if run.get("skipped"):  # e.g. only val/test samples: deleted, nothing to unlearn
+            lines.append(f"| unlearning | {run['category']}/{run['goal']}: skipped: {_md_cell(run['skipped'])} |")
+            continue
         lines.append(f"| unlearning | {run['category']}/{run['goal']}: `{run['method']}` on {run.get('n_forget_train')} train samples, {run.get('seconds') or 0:.1f} s |")
         for step in run.get("ladder") or []:
             verdict = "PASS" if step["passed"] else "fail"

@@ -163,9 +163,9 @@ def ensure_reference(
         # A reference can be promoted to champion; PGU on it then needs its own layer statistics.
         layer_stats = None
         if params.train.store_layer_stats:
-            from forgetflow.layer_stats import compute_layer_stats
+            from forgetflow.layer_stats import layer_stats_if_supported
 
-            layer_stats = compute_layer_stats(result.model, train.images, device=device)
+            layer_stats, _ = layer_stats_if_supported(result.model, train.images, device=device)
         save_checkpoint(result.model, tmp, extra={"role": "reference", **{k: v for k, v in meta.items() if k != "history"}}, layer_stats=layer_stats)
         os.replace(tmp, folder / "checkpoint.pt")
         _write_json_atomic(folder / "meta.json", meta)

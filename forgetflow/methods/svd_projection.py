@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forgetflow.layer_stats import check_all_called, projectable_layers, unfold_padding
 from forgetflow.methods._loops import count_correct, finish
 from forgetflow.methods.base import MethodInfo, Timer, register
 from forgetflow.training import to_tensor
@@ -51,7 +52,8 @@ SEARCH_SPACE = {"alpha_r": DEFAULTS["alpha_r_grid"], "alpha_f": DEFAULTS["alpha_
 
 
 def projection_layers(model: nn.Module) -> dict[str, nn.Module]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    """Every Conv2d and Linear; a model with a layer the projection cannot handle is refused by name."""
+    return projectable_layers(model, "SVD projection")
 
 
 def conv_patches(module: nn.Conv2d, x: torch.Tensor, crop_factor: int, generator: torch.Generator) -> torch.Tensor:
@@ -63,7 +65,7 @@ def conv_patches(module: nn.Conv2d, x: torch.Tensor, crop_factor: int, generator
         top = int(torch.randint(0, max(h - ch, 0) + 1, (1,), generator=generator)) if h > ch else 0
         left = int(torch.randint(0, max(w - cw, 0) + 1, (1,), generator=generator)) if w > cw else 0
         x = x[:, :, top : top + min(ch, h), left : left + min(cw, w)]
-    patches = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride)
+    patches = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=unfold_padding(module), stride=module.stride)
     return patches.permute(1, 0, 2).reshape(patches.shape[1], -1)
 
 
@@ -96,6 +98,7 @@ def collect_representations(model: nn.Module, x: torch.Tensor, *, max_patches: i
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    check_all_called(layers, found, "SVD projection")
     return found
 
 

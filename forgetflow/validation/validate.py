@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from forgetflow.data.store import DatasetVersion
-from forgetflow.errors import ConfigError, ForgetflowError
+from forgetflow.errors import ForgetflowError
 from forgetflow.params import load_params
 from forgetflow.requests.intake import open_ledger
 from forgetflow.requests.ledger import Ledger, RequestStatus
@@ -50,16 +50,10 @@ class ValidationOutcome:
 
 
 def current_dataset(settings: Settings, name: str | None = None) -> DatasetVersion:
-    """The named dataset version, or the only one in the workspace."""
-    if name is not None:
-        return DatasetVersion(settings.data_dir / name)
-    # Hidden folders are the store's staging and backup copies, not datasets.
-    names = sorted(p.parent.name for p in settings.data_dir.glob("*/meta.json") if not p.parent.name.startswith("."))
-    if len(names) == 1:
-        return DatasetVersion(settings.data_dir / names[0])
-    if not names:
-        raise ConfigError(f"no dataset in {settings.data_dir}", "import one first: forgetflow data import digits")
-    raise ConfigError(f"several datasets in the workspace ({', '.join(names)})", "name one with --dataset NAME")
+    """The named dataset version, or the only one in the workspace (several: an error listing them)."""
+    from forgetflow.data.importer import default_dataset
+
+    return DatasetVersion(settings.data_dir / default_dataset(settings, name))
 
 
 def data_version_of(settings: Settings, version: DatasetVersion) -> str | None:
