@@ -117,7 +117,13 @@ def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, cal
         out["calibration"] = {"ladders": result.ladders, "notes": result.notes, "seconds": time.perf_counter() - started, "trials": [t.__dict__ for t in result.trials]}
         log(f"seed {seed}: calibration {out['calibration']['seconds']:.0f} s: {json.dumps(result.ladders)}")
     variants = {"shipped": None, **({"calibrated": calibration} if calibration is not None else {})}
-    retain_rng = np.random.default_rng(seed)
+    # The retain sample of each kind: drawn in the fixed order samples, subjects, class from one
+    # generator, whichever kinds this run does, so a run of some kinds gives the same batches as a
+    # full run.
+    retain_rng, retain_picks = np.random.default_rng(seed), {}
+    for kind in ("samples", "subjects", "class"):
+        retain_size = int((~forget_mask(data, SCENARIO[kind][0], seed)[0]).sum())
+        retain_picks[kind] = np.sort(retain_rng.choice(retain_size, size=min(RETAIN_SAMPLE, retain_size), replace=False))
     for kind in kinds:
         if kind == "misclassify":
             out["kinds"]["misclassify"] = {str(k): misclassify(data, original, seed, k, variants, params, log) for k in MISCLASSIFY_K}
@@ -140,8 +146,7 @@ def run_seed(data, trained: Trained, seed: int, kinds, calibrate: bool, log, cal
         sanity_gate = evaluation_gate(original, reference, forget=forget, retain=retain, val=data.val, test=data.test, kind=request_kind, goal=goal, params=params, forget_classes=forget_classes, reference_required=True)
         row["retrain_passes_gate"] = sanity_gate(noise, 0.0).passed
         row["original_passes_gate"] = sanity_gate(original, 0.0).passed
-        pick = np.sort(retain_rng.choice(len(retain.labels), size=min(RETAIN_SAMPLE, len(retain.labels)), replace=False))
-        retain_sample = _subset(retain, np.isin(np.arange(len(retain.labels)), pick))
+        retain_sample = _subset(retain, np.isin(np.arange(len(retain.labels)), retain_picks[kind]))
         for variant, cal in variants.items():
             rungs, source = _ladder_rungs(request_kind, goal, cal)
             gate = evaluation_gate(original, reference, forget=forget, retain=retain, val=data.val, test=data.test, kind=request_kind, goal=goal, params=params, forget_classes=forget_classes, reference_required=True, reference_seconds=reference_seconds)
