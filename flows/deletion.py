@@ -1,5 +1,7 @@
-"""process_deletions: lock -> validate -> version data -> reference -> unlearn (the method ladder,
-each rung gated against that one reference) -> evaluate and gate -> register -> promote -> erase ->
+"""process_deletions: lock -> validate -> version data -> reference (or the fast path) -> unlearn
+(the method ladder, each rung gated against that one reference, or by the reference-free checks)
+-> [fast path failed: reference now] -> evaluate and gate -> register -> promote (provisionally on
+the fast path) -> verify the batches in quarantine (with a reference) -> erase (or quarantine) ->
 summary. An unfinished batch (a crash, a killed worker) is resumed first, at the step (and the
 ladder's rung) it was on; then the pending requests form a new batch."""
 
@@ -18,6 +20,7 @@ from forgetflow.settings import load_settings
 from tasks.deletion import (
     close_batch,
     erase_batch,
+    escalate_batch,
     evaluate_batch,
     open_batch,
     promote_batch,
@@ -25,6 +28,7 @@ from tasks.deletion import (
     register_batch,
     unlearn_batch,
     validate_batch,
+    verify_pending_batch,
     version_batch,
 )
 
@@ -74,10 +78,12 @@ def process_deletions(
                     # The reference comes first: every rung of the method ladder is gated against it.
                     reference_batch(workspace, batch_id, progress)
                     unlearn_batch(workspace, batch_id, method, progress)
+                    escalate_batch(workspace, batch_id, progress)  # fast path failed: the reference now
                 evaluate_batch(workspace, batch_id)
                 register_batch(workspace, batch_id)
                 promote_batch(workspace, batch_id)
-                erase_batch(workspace, batch_id)
+                verify_pending_batch(workspace, batch_id)  # with a reference: the batches in quarantine
+                erase_batch(workspace, batch_id)  # provisional (fast path): quarantined instead
             summary = close_batch(workspace, batch_id)
             create_markdown_artifact(key="deletion-batch", markdown=summary_markdown(summary), description=f"forgetflow {batch_id}")
             summaries.append(summary)

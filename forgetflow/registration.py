@@ -47,7 +47,7 @@ def register_base_model(settings: Settings, params: Params, data: dict, trained:
     artifacts = {"reports": Path(trained.history_csv)}
     if trained.history_plot:
         artifacts["plots"] = Path(trained.history_plot)
-    return log_and_register(
+    registration = log_and_register(
         settings,
         run_name=run_name,
         model=model,
@@ -58,6 +58,10 @@ def register_base_model(settings: Settings, params: Params, data: dict, trained:
         tags=tags,
         artifacts=artifacts,
     )
+    from forgetflow.descriptions import describe_registry
+
+    describe_registry(settings)  # the version and the registered model say what they are in MLflow's UI
+    return registration
 
 
 def bootstrap_workspace(settings: Settings, source: str = "digits", *, progress: bool = False) -> Registration:

@@ -123,7 +123,6 @@ def log_and_register(
         try:
             mlflow.log_params(params)
             crash_point("register-run")  # crash tests: killed with the run open (it is ended KILLED on resume)
-            mlflow.log_metrics(metrics)
             for dataset in datasets:  # digests only: the data itself never goes to MLflow
                 data = MetaDataset(source=HTTPDatasetSource(dataset["source_url"]), name=dataset["name"], digest=dataset["md5"])
                 mlflow.log_input(data, context=dataset.get("context", "training"), tags={"digest_kind": dataset.get("digest_kind", "dvc_md5")})
@@ -143,8 +142,8 @@ def log_and_register(
                     params={k: v for k, v in params.items() if k.startswith("model.")},
                     tags=tags,
                 )
-            for key, value in metrics.items():
-                mlflow.log_metric(key, value, model_id=logged.model_id)
+            # Once, linked to the run and the logged model (logging them to both doubled every metric).
+            mlflow.log_metrics(metrics, model_id=logged.model_id)
             mv = mlflow.register_model(logged.model_uri, name, tags=tags)
             version = mv.version
             client.set_registered_model_tag(name, "forgetflow.managed", "true")
@@ -208,6 +207,9 @@ def download_checkpoint(settings: Settings, version: str | None = None, alias: s
     client = MlflowClient()
     name = settings.registered_model_name
     mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    from forgetflow.deletion.superseded import refuse_withdrawn
+
+    refuse_withdrawn(mv.tags, str(mv.version), "loaded")
     dst = Path(dst or tempfile.mkdtemp(prefix="forgetflow-ckpt-"))
     # In MLflow 3 `mv.model_id` can be empty while `mv.source` is models:/m-<id>.
     model_id = mv.model_id or mv.source.removeprefix("models:/")
@@ -226,4 +228,4 @@ def current_version(settings: Settings, alias: str = "champion") -> dict | None:
         mv = MlflowClient().get_model_version_by_alias(settings.registered_model_name, alias)
     except MlflowException:
         return None
-    return {"name": mv.name, "version": mv.version, "run_id": mv.run_id, "source": mv.source, "aliases": list(mv.aliases), "tags": dict(mv.tags)}
+    return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id, "source": mv.source, "aliases": list(mv.aliases), "tags": dict(mv.tags)}

@@ -26,6 +26,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >
         || echo "[setup] postgresql not installed: the PostgreSQL tests will be skipped" >&2
 fi
 
+# Headless Chromium for the audit report's browser check (tests/test_auditor_view.py); that
+# test skips without it.
+if ! command -v chromium-headless-shell >/dev/null 2>&1 && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] apt-get install chromium-headless-shell (audit report browser check)"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium-headless-shell >/dev/null \
+        || echo "[setup] chromium-headless-shell not installed: the report's browser check will be skipped" >&2
+fi
+
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     echo "[setup] creating .venv"

@@ -79,6 +79,23 @@ def run_reference_deployment(settings, batch_id: str, progress: bool) -> None:
         )
 
 
+@task(name="escalate-reference", cache_policy=NO_CACHE)
+def escalate_batch(workspace: str, batch_id: str, progress: bool = True) -> dict:
+    """Fast path failed every rung: train the reference now (nothing happens otherwise)."""
+    settings, state = _state(workspace, batch_id)
+    with device_slot(settings):
+        outputs = pipeline.escalate_reference(settings, state, progress=progress)
+    return {k: v for k, v in outputs.items() if k != "checkpoint"}
+
+
+@task(name="verify-pending", cache_policy=NO_CACHE)
+def verify_pending_batch(workspace: str, batch_id: str) -> dict:
+    """A batch that trained a reference verifies the provisional champions waiting in quarantine."""
+    from forgetflow.deletion.verification import verify_pending
+
+    return verify_pending(*_state(workspace, batch_id))
+
+
 @task(name="evaluate-and-gate", cache_policy=NO_CACHE)
 def evaluate_batch(workspace: str, batch_id: str) -> dict:
     from pathlib import Path
@@ -103,8 +120,8 @@ def promote_batch(workspace: str, batch_id: str) -> dict:
 
 @task(name="erase", cache_policy=NO_CACHE)
 def erase_batch(workspace: str, batch_id: str) -> dict:
-    outputs = promotion.erase(*_state(workspace, batch_id))
-    return {"verified": outputs["verification"]["ok"], "superseded_versions": outputs["superseded_versions"]}
+    outputs = promotion.erase(*_state(workspace, batch_id))  # a provisional batch is quarantined instead
+    return {"verified": outputs["verification"]["ok"], "superseded_versions": outputs["superseded_versions"], "quarantined_until": outputs.get("deadline")}
 
 
 @task(name="close-batch", cache_policy=NO_CACHE)

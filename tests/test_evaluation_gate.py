@@ -67,14 +67,23 @@ def test_nan_or_missing_metric_fails_its_check():
     assert not decide(missing, goal="forget", kind="samples", gate=GATE, reference=REFERENCE).passed
 
 
-def test_missing_reference_falls_back_to_utility_checks_and_says_so():
-    decision = decide(REFERENCE, goal="forget", kind="samples", gate=GATE, original=ORIGINAL, reference=None, reference_note="reference policy `never`")
+def test_missing_reference_falls_back_to_reference_free_checks_and_says_so():
+    # The fast path: utility against the original, the forget set against held-out data of its classes.
+    retrain_like = {**REFERENCE, "heldout_accuracy": REFERENCE["forget_accuracy"] + 2.0, "heldout_loss_mia": 53.0, "heldout_mia_efficacy": REFERENCE["mia_efficacy"] - 4.0}
+    decision = decide(retrain_like, goal="forget", kind="samples", gate=GATE, original=ORIGINAL, reference=None, reference_note="reference policy `never`")
     assert decision.passed and not decision.reference_used
-    assert {c.against for c in decision.checks} == {"original"}
+    assert {c.against for c in decision.checks} == {"original", "held-out"}
+    assert {c.name for c in decision.checks} >= {"heldout_accuracy_gap", "heldout_loss_mia_gap", "heldout_mia_efficacy_gap"}
     assert any("NOT checked" in note for note in decision.notes)
     assert "reference policy `never`" in decision.notes
     assert "forgetting closeness unchecked" in decision.reason
-    # Without a reference, the original model itself would pass: the note is why that is visible.
+    # Doing nothing: the original still fits its forget set far better than unseen data of its classes.
+    remembers = {**ORIGINAL, "heldout_accuracy": 90.0, "heldout_loss_mia": 75.0, "heldout_mia_efficacy": 20.0}
+    nothing = decide(remembers, goal="forget", kind="samples", gate=GATE, original=ORIGINAL, reference=None)
+    assert not nothing.passed and check(nothing, "heldout_accuracy_gap").detail == "under-forgetting"
+    assert not check(nothing, "heldout_loss_mia_gap").passed
+    # A held-out metric that could not be measured (NaN, missing) fails: the fast path must not promote blind.
+    assert not decide(REFERENCE, goal="forget", kind="samples", gate=GATE, original=ORIGINAL, reference=None).passed
     required = decide(REFERENCE, goal="forget", kind="samples", gate=GATE, original=ORIGINAL, reference=None, reference_required=True)
     assert not required.passed and not check(required, "reference_available").passed
 

@@ -117,8 +117,10 @@ def test_without_reference_only_reference_free_checks_run(setup):
     evaluation = run(setup, setup["original"], reference=None, reference_note="reference policy `never`: reference checks skipped")
     decision = evaluation.decision
     assert not decision.reference_used and "reference" not in evaluation.metrics
-    assert {c.against for c in decision.checks} == {"original"}
+    assert {c.against for c in decision.checks} == {"original", "held-out"}  # the fast path's reference-free checks
     assert any("NOT checked" in note for note in decision.notes)
+    heldout = evaluation.metrics["candidate"]
+    assert heldout["heldout_samples"] > 0 and 0 <= heldout["heldout_accuracy"] <= 100
 
 
 def test_class_request_metrics_and_gate(setup):

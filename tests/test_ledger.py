@@ -59,7 +59,8 @@ def test_append_rejects_unknown_events_bad_ids_and_reserved_fields(tmp_path):
     with pytest.raises(RequestError, match="reserved"):
         ledger.append("received", "r1", seq=5)
     assert not ledger.path.exists() or ledger.entries() == []
-    assert set(EVENTS) == {"received", "rejected", "validated", "batched", "unlearned", "evaluated", "registered", "promoted", "erased", "failed"}
+    assert set(EVENTS) == {"received", "rejected", "validated", "batched", "unlearned", "evaluated", "registered", "promoted", "erased", "failed",
+                           "promoted-provisional", "verified", "verification-failed"}
 
 
 def test_edit_is_detected_and_named(ledger):

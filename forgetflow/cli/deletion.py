@@ -41,6 +41,38 @@ def process(
         console.print(Markdown(summary_markdown(summary)))
 
 
+def verify(
+    if_due: Annotated[bool, typer.Option("--if-due", help="Only when a quarantine deadline is near or the reference policy's schedule says so (what the served deployment runs).")] = False,
+    list_only: Annotated[bool, typer.Option("--list", help="Only list the batches waiting in quarantine, with their deadlines.")] = False,
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait while another run holds the workspace; then stop with 'workspace busy' (exit 2).")] = 0.0,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Verify the provisional champion with a retrained reference: every pending batch's forget set and their union; pass -> erase, fail -> promote the reference."""
+    settings = settings_for(workspace, existing=True)
+    if list_only:
+        from forgetflow.deletion.quarantine import quarantine_report
+
+        rows = quarantine_report(settings)
+        console.print(f"{len(rows)} batch(es) in quarantine" + (":" if rows else ""))
+        for row in rows:
+            left = row["seconds_left"]
+            when = "no deadline recorded" if left is None else (f"deadline passed {-left / 3600:.1f} h ago" if left < 0 else f"{left / 3600:.1f} h to its deadline")
+            console.print(f"  {text(row['batch_id'])}  champion v{text(row['champion_version'])}  {len(row['requests'])} request(s)  {when}")
+        return
+    if wait == 0:
+        from forgetflow.service.limits import workspace_busy
+
+        if busy := workspace_busy(settings):
+            raise busy
+    use_prefect(settings)
+    from rich.markdown import Markdown
+
+    from flows.verify import summary_markdown, verify_pending
+
+    summary = verify_pending(workspace=str(settings.workspace), if_due=if_due, wait_s=wait)
+    console.print(Markdown(summary_markdown(summary)))
+
+
 def _check_known(settings, request_ids: list[str]) -> None:
     """Unknown request IDs are a typo: say so before any server or flow starts."""
     from forgetflow.requests.intake import open_ledger
@@ -73,11 +105,21 @@ def audit_request_command(request_id: str, as_json: Annotated[bool, typer.Option
     """A request's history, the version that first excludes it, and its gate evidence."""
     from forgetflow.audit import audit_request
 
-    audit = audit_request(settings_for(workspace, existing=True), request_id)
+    settings = settings_for(workspace, existing=True)
+    audit = audit_request(settings, request_id)
+    from forgetflow.clocks import request_clocks
+    from forgetflow.requests.intake import open_ledger
+
+    clocks = request_clocks(open_ledger(settings).entries(), request_id)
     if as_json:
-        console.print_json(json.dumps(audit.as_dict(), default=str))
+        console.print_json(json.dumps({**audit.as_dict(), "clocks": clocks}, default=str))
         return
     console.print(f"[bold]request {text(audit.request_id)}[/]: {text(audit.state)}" + (f" (batch {text(audit.batch_id)})" if audit.batch_id else ""))
+    if audit.request:
+        r = audit.request
+        console.print(f"  {text(r.get('kind'))}/{text(r.get('goal'))}, {text(r.get('n_targets'))} target(s); reason: {text(r.get('reason'))}; requested by {text(r.get('requested_by'))}")
+    if audit.rejection:
+        console.print(f"[red]rejected:[/] {text(audit.rejection)}")
     for entry in audit.history:
         extras = {k: v for k, v in entry.items() if k in ("reason", "method", "gate_passed", "champion_version", "candidate_version", "verified", "outcome")}
         console.print(f"  {text(entry['at'])}  {text(entry['event']):<10} {text(extras) if extras else ''}")
@@ -85,6 +127,7 @@ def audit_request_command(request_id: str, as_json: Annotated[bool, typer.Option
         print_ladder(audit.ladder)
     if audit.excluded_by_version:
         console.print(f"first excluded by model version [bold]v{text(audit.excluded_by_version)}[/]")
+    print_clocks(clocks)
     if audit.gate:
         console.print(f"gate: {text(audit.gate)}")
     if audit.erasure:
@@ -93,6 +136,17 @@ def audit_request_command(request_id: str, as_json: Annotated[bool, typer.Option
         console.print(f"[red]finding:[/] {text(finding)}")
     if audit.findings:
         raise typer.Exit(1)
+
+
+def print_clocks(clocks: dict) -> None:
+    """The two clocks: compliant (a deployed model excludes the data) and verified (a reference confirmed it)."""
+
+    def took(seconds) -> str:
+        return "" if seconds is None else f" ({seconds / 3600:.2f} h after submission)" if seconds >= 3600 else f" ({seconds:.1f} s after submission)"
+
+    console.print(f"compliant: {text(clocks['compliant_at'] or 'not yet')}{took(clocks['time_to_compliance_s'])}")
+    console.print(f"verified:  {text(clocks['verified_at'] or 'not yet')}{took(clocks['time_to_verification_s'])}" + (f" [{text(clocks['verification'])}]" if clocks.get("verification") else ""))
+    console.print(f"erased:    {text(clocks['erased_at'] or 'not yet')}")
 
 
 def print_ladder(ladder: dict, title: str = "method ladder") -> None:
@@ -135,11 +189,12 @@ def audit_model_command(version: Annotated[Optional[str], typer.Argument(help="D
     version = version or alias_version(settings, "champion")
     chain, findings = model_chain(settings, version)
     table = Table(title=f"lineage of v{text(version)}")
-    for column in ("version", "role", "batch", "method", "data md5", "aliases", "test acc"):
+    for column in ("version", "role", "batch", "method", "gate", "data md5", "aliases", "weights", "test acc"):
         table.add_column(column)
     for link in chain:
         acc = link["test_accuracy"]
-        table.add_row(*(text(cell) for cell in (f"v{link['version']}", link["role"] or "", link["batch_id"] or "", link["method"] or "", (link["data_md5"] or "")[:12], ",".join(map(str, link["aliases"])))), f"{acc:.2f}%" if acc is not None else "")
+        cells = (f"v{link['version']}", link["role"] or "", link["batch_id"] or "", link["method"] or "", link.get("gate") or "", (link["data_md5"] or "")[:12], ",".join(map(str, link["aliases"])), link.get("weights") or "")
+        table.add_row(*(text(cell) for cell in cells), f"{acc:.2f}%" if acc is not None else "")
     console.print(table)
     for finding in findings:
         console.print(f"[red]finding:[/] {text(finding)}")
@@ -158,5 +213,6 @@ def audit_report_command(workspace: WorkspaceOption = None) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command()(process)
+    app.command()(verify)
     app.add_typer(erasure_app, name="erasure")
     app.add_typer(audit_app, name="audit")

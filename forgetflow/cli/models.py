@@ -23,6 +23,9 @@ def list_command(workspace: WorkspaceOption = None) -> None:
     configure(settings)
     client = MlflowClient()
     versions = client.search_model_versions(f"name='{settings.registered_model_name}'", order_by=["version_number DESC"])
+    from forgetflow.deletion.registry import version_aliases
+
+    aliases = version_aliases(settings)  # search_model_versions returns aliases=[]
     table = Table(title=text(settings.registered_model_name))
     for column in ("version", "aliases", "stage", "data md5", "parent", "test acc", "created"):
         table.add_column(column)
@@ -32,8 +35,8 @@ def list_command(workspace: WorkspaceOption = None) -> None:
         # MLflow 3.17 gives versions as int: every cell is made a string (and escaped) here.
         table.add_row(
             text(mv.version),
-            text(", ".join(map(str, mv.aliases))),
-            text(mv.tags.get("forgetflow.stage", "")),
+            text(", ".join(aliases.get(str(mv.version), []))),
+            text(mv.tags.get("forgetflow.role", mv.tags.get("forgetflow.stage", ""))),
             text(mv.tags.get("forgetflow.data_md5", "")),
             text(mv.tags.get("forgetflow.parent_version", "")),
             f"{acc:.2f}%" if acc is not None else "",

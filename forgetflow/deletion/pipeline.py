@@ -61,7 +61,7 @@ def validate(settings: Settings, state: BatchState) -> dict:
 
     ledger = open_ledger(settings)
     version = current_dataset(settings)
-    outcomes = validate_requests(settings, state.request_ids, dataset=version.name)
+    outcomes = validate_requests(settings, state.request_ids, dataset=version.name, batch_id=state.batch_id)
     valid, rejected = [], {}
     for outcome in outcomes:
         if outcome.success:
@@ -319,19 +319,42 @@ def batch_number(settings: Settings) -> int:
 
 
 def reference(settings: Settings, state: BatchState, *, progress: bool = True) -> dict:
+    """Train (or load) this batch's reference, or defer it: the fast path gates the ladder by the
+    reference-free checks and promotes a provisional champion that a later reference verifies."""
     if state.done("reference"):
         return state.steps["reference"]
+    from forgetflow.deletion.quarantine import forced_verification
     from forgetflow.evaluation.config import evaluation_params
-    from forgetflow.evaluation.reference import reference_due, reference_for_version
+    from forgetflow.evaluation.reference import reference_due
 
     params = load_params(settings.params_path)
     policy = evaluation_params(params).reference
-    due, why = reference_due(policy, batch_number(settings))
+    statuses = open_ledger(settings).statuses()
+    urgent = any(statuses[rid].received.get("urgent") for rid in state.steps["validated"]["valid"])
+    due, why = reference_due(policy, batch_number(settings), urgent=urgent, forced=forced_verification(settings))
     if not due:
-        return state.record(settings, "reference", {"skipped": why})
+        return state.record(settings, "reference", {"skipped": why, "fast_path": policy.policy != "never"})
+    return state.record(settings, "reference", _train_reference(settings, state, params, why, progress))
+
+
+def _train_reference(settings: Settings, state: BatchState, params: Params, why: str, progress: bool) -> dict:
+    from forgetflow.evaluation.reference import reference_for_version
+
     versioned = state.steps["versioned"]
     ref = reference_for_version(settings, params, versioned["dataset"], versioned["md5_after"], progress=progress)
-    return state.record(settings, "reference", {"checkpoint": str(ref.checkpoint), "seconds": ref.seconds, "cache_hit": ref.cache_hit, "key": ref.key, "seed": ref.seed, "note": why})
+    return {"checkpoint": str(ref.checkpoint), "seconds": ref.seconds, "cache_hit": ref.cache_hit, "key": ref.key, "seed": ref.seed, "note": why}
+
+
+def escalate_reference(settings: Settings, state: BatchState, *, progress: bool = True) -> dict:
+    """Fast path failed (every rung of a group failed the reference-free gate): train the reference
+    now, so the candidate is judged against it and, failing that, the reference is promoted: the
+    requests are honoured either way. Runs after `unlearn`; does nothing otherwise."""
+    ref = state.steps["reference"]
+    if not ref.get("fast_path") or "checkpoint" in ref or state.steps["unlearned"].get("ladder_failed_group") is None:
+        return ref
+    params = load_params(settings.params_path)
+    trained = _train_reference(settings, state, params, f"fast path failed the reference-free gate ({ref['skipped']}): reference trained now", progress)
+    return state.record(settings, "reference", {**trained, "escalated_from": ref["skipped"]})
 
 
 # 6. Evaluation and gate -------------------------------------------------------------------------

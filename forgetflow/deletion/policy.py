@@ -102,6 +102,7 @@ class UnlearningPolicy(BaseModel):
     time_budget_s: float | None = Field(900, gt=0, description="per rung unless the rung sets its own; None = no budget")
     on_gate_failure: Literal["promote_reference", "keep_champion", "retry"] = "promote_reference"
     retry_attempts: int = Field(1, ge=1, le=5, description="with on_gate_failure: retry, climbs of the ladder after the first, each with a new seed")
+    superseded: Literal["keep", "quarantine", "delete"] = Field("quarantine", description="weights of versions trained on data since erased (deletion/superseded.py)")
     seed: int = 0
 
     @field_validator("methods", mode="before")

@@ -78,7 +78,8 @@ def register(settings: Settings, state: BatchState) -> dict:
             model, _ = load_checkpoint(Path(ref["checkpoint"]))
             # Retrained from scratch: no parent model; `replaces_version` says which champion it stands beside.
             lineage = _lineage(settings, state, "reference", "retrain", ref["key"])
-            tags = lineage_tags({**lineage, "parent_version": "none", "replaces_version": lineage["parent_version"], "seed": ref["seed"]})
+            # The reference is the gate's yardstick, not gated itself: its gate_passed must not read as a failed model.
+            tags = lineage_tags({**lineage, "parent_version": "none", "replaces_version": lineage["parent_version"], "seed": ref["seed"], "gate_passed": "not gated (reference)", "candidate_gate_passed": lineage["gate_passed"]})
             reg = log_and_register(
                 settings, run_name=f"{state.batch_id}-reference", model=model, checkpoint_path=Path(ref["checkpoint"]),
                 params=flat_params(params, ref["seed"]), metrics={"train_seconds": ref["seconds"], **_reference_metrics(evaluated)}, datasets=datasets[:1], tags=tags, aliases=("reference",),
@@ -104,6 +105,9 @@ def register(settings: Settings, state: BatchState) -> dict:
     out["candidate"] = {"version": existing["version"], "run_id": existing["run_id"]}
     versions = {"candidate_version": out["candidate"]["version"], "reference_version": out.get("reference", {}).get("version")}
     record_events(settings, "registered", state.batch_id, state.steps["validated"]["valid"], lambda _: versions)
+    from forgetflow.deletion.batch_record import after_registration
+
+    after_registration(settings, state, out)  # per-request gates, ledger head anchor, descriptions
     return state.record(settings, "registered", out)
 
 
@@ -135,12 +139,24 @@ def promote(settings: Settings, state: BatchState) -> dict:
     else:
         why = "no reference was trained" if "reference" not in registered else "policy keep_champion"
         outcome, champion, honoured = f"champion kept: gate rejected the candidate ({why}); requests not yet honoured by the model", alias_version(settings, "champion"), False
+    # Two clocks: a candidate that passed only the reference-free checks (fast path) is a
+    # provisional champion; its forget sets wait in quarantine until a reference verifies it.
+    from forgetflow.deletion.quarantine import batch_verification
+
+    verification = batch_verification(state) if honoured else "unverified"
+    provisional = verification == "pending" and champion == candidate
+    if provisional:
+        outcome = outcome.replace("candidate promoted", "candidate promoted provisionally", 1)
     if honoured:
         set_alias(settings, "champion", champion)
-    tag_version(settings, candidate, {"promotion": outcome})
+    tag_version(settings, candidate, {"promotion": outcome, **({"verification": "pending"} if provisional else {})})
     valid = state.steps["validated"]["valid"]
     if honoured:
-        record_events(settings, "promoted", state.batch_id, valid, lambda _: {"champion_version": champion, "outcome": outcome}, unless=("failed",))
+        event = "promoted-provisional" if provisional else "promoted"
+        fields = {"champion_version": champion, "outcome": outcome, "reference_used": "checkpoint" in state.steps["reference"], "verification": verification}
+        record_events(settings, event, state.batch_id, valid, lambda _: fields, unless=("failed", "promoted", "promoted-provisional"))
+        if provisional:
+            return state.record(settings, "promoted", {"champion": champion, "outcome": outcome, "honoured": True, "provisional": True})
     # Not honoured: `failed` is recorded after the erasure (see erase), so that it stays the
     # request's state: the data is gone, but no model excludes it yet.
     return state.record(settings, "promoted", {"champion": champion, "outcome": outcome, "honoured": honoured})
@@ -164,6 +180,10 @@ def erase(settings: Settings, state: BatchState) -> dict:
     """Remove the forgotten samples from every copy and record the proof in the ledger."""
     if state.done("erased"):
         return state.steps["erased"]
+    if state.steps["promoted"].get("provisional") and not state.done("verified"):
+        from forgetflow.deletion.quarantine import quarantine  # no forget set is erased before a reference verified it
+
+        return quarantine(settings, state)
     from forgetflow.deletion.erasure import erase as erase_copies, verify_erasure
 
     versioned = state.steps["versioned"]
@@ -179,7 +199,8 @@ def erase(settings: Settings, state: BatchState) -> dict:
     # Cached references of older data versions were trained on the erased samples too.
     from forgetflow.evaluation.reference import prune_references
 
-    record.folders_removed += [f".forgetflow/references/{key}" for key in prune_references(settings.state_dir, {versioned["md5_after"]})]
+    keep_md5 = {versioned["md5_after"], *(state.steps.get("verified", {}).get("keep_references") or [])}  # a later batch's verifying reference stays
+    record.folders_removed += [f".forgetflow/references/{key}" for key in prune_references(settings.state_dir, keep_md5)]
     check = verify_erasure(settings, versioned["dataset"], hashes, set(ids))
     registered = state.steps["registered"]
     keep = {registered["candidate"]["version"], *([registered["reference"]["version"]] if "reference" in registered else [])}
@@ -188,11 +209,14 @@ def erase(settings: Settings, state: BatchState) -> dict:
     shutil.rmtree(batch_folder(settings, state.batch_id), ignore_errors=True)
     summary = {"erasure": record.as_dict(), "verification": check.as_dict(), "superseded_versions": superseded}
     removed = {label: len(oids) for label, oids in record.objects_removed.items()}
-    proof = {"objects_removed": removed, "run_cache_removed": record.run_cache_removed, "verified": check.ok, "problems": check.problems[:5], "tombstone": tombstone["path"], "tombstone_sha256": tombstone["sha256"]}
+    proof = {"objects_removed": removed, "run_cache_removed": record.run_cache_removed, "verified": check.ok, "problems": check.problems[:5], "tombstone": tombstone["path"], "tombstone_sha256": tombstone["sha256"], "objects_scanned": check.objects_scanned}
     record_events(settings, "erased", state.batch_id, state.steps["validated"]["valid"], lambda _: proof)
     promoted = state.steps["promoted"]
     if not promoted["honoured"]:
         record_events(settings, "failed", state.batch_id, state.steps["validated"]["valid"], lambda _: {"champion_version": promoted["champion"], "reason": promoted["outcome"]}, unless=("promoted",))
+    from forgetflow.deletion.batch_record import after_erasure
+
+    after_erasure(settings, state)  # the ledger head anchored again, descriptions say "erased"
     _drop_sample_ids(state)
     return state.record(settings, "erased", summary)
 
@@ -306,7 +330,7 @@ def summary_markdown(result: dict) -> str:
             lines.append(f"| rung {step['index'] + 1}{retry} | `{step['method']}` {step['seconds']:.1f} s: {verdict}: {_md_cell(step['reason'])} |")
     gate = result["gate"]
     for group in gate.get("groups", []):
-        lines.append(f"| gate {group['category']}/{group['goal']} | {'PASS' if group['passed'] else 'FAIL'}: {group['reason']} |")
+        lines.append(f"| gate {group['category']}/{group['goal']} | {'PASS' if group['passed'] else 'FAIL'}: {_md_cell(group['reason'])} |")
     promotion = result["promotion"]
     if promotion:
         lines.append(f"| promotion | {promotion['outcome']} (champion = v{promotion['champion']}) |")

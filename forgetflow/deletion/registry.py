@@ -43,7 +43,22 @@ def find_version(settings: Settings, batch_id: str, role: str) -> dict | None:
     if not found:
         return None
     mv = max(found, key=lambda v: int(v.version))
-    return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id, "aliases": list(mv.aliases), "tags": dict(mv.tags)}
+    return {"name": mv.name, "version": str(mv.version), "run_id": mv.run_id, "aliases": version_aliases(settings).get(str(mv.version), []), "tags": dict(mv.tags)}
+
+
+def version_aliases(settings: Settings) -> dict[str, list[str]]:
+    """version -> its aliases. `search_model_versions` always returns `aliases=[]` (an MLflow
+    limitation); the registered model carries the alias -> version map."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = _client(settings).get_registered_model(settings.registered_model_name)
+    except MlflowException:
+        return {}
+    out: dict[str, list[str]] = {}
+    for alias, version in sorted((model.aliases or {}).items()):
+        out.setdefault(str(version), []).append(alias)
+    return out
 
 
 def alias_version(settings: Settings, alias: str) -> str | None:
@@ -56,7 +71,14 @@ def alias_version(settings: Settings, alias: str) -> str | None:
 
 
 def set_alias(settings: Settings, alias: str, version: str) -> None:
-    _client(settings).set_registered_model_alias(settings.registered_model_name, alias, version)
+    """Point `alias` at `version`; a version whose weights were quarantined or deleted (superseded
+    by an erasure) can never become champion or candidate again."""
+    client = _client(settings)
+    if alias in ("champion", "candidate"):
+        from forgetflow.deletion.superseded import refuse_withdrawn
+
+        refuse_withdrawn(client.get_model_version(settings.registered_model_name, str(version)).tags, str(version), f"made {alias}")
+    client.set_registered_model_alias(settings.registered_model_name, alias, version)
 
 
 def tag_version(settings: Settings, version: str, tags: dict) -> None:
@@ -66,22 +88,27 @@ def tag_version(settings: Settings, version: str, tags: dict) -> None:
 
 
 def mark_superseded(settings: Settings, *, before_version: int, batch_id: str, keep: set[str]) -> list[str]:
-    """Tag every older version (trained on data now erased) as superseded by this batch's erasure.
-
-    They stay registered for the audit trail; where policy demands, an operator deletes them
-    (MlflowClient.delete_model_version, then `mlflow gc`).
+    """Tag every older version (trained on data now erased) as superseded by this batch's erasure,
+    then apply `unlearning.superseded` (keep | quarantine | delete) to the weights of every superseded
+    version (deletion/superseded.py). Their metadata and lineage stay registered for the audit
+    trail. The deployed champion is never touched (a batch whose gate kept it still serves it).
     """
+    from forgetflow.deletion.superseded import apply_superseded_policy
+
     client = _client(settings)
     name = settings.registered_model_name
-    tagged = []
+    keep = {str(v) for v in keep} | {v for v in [alias_version(settings, "champion")] if v}
+    tagged, superseded = [], []
     for mv in client.search_model_versions(f"name='{name}'"):
         version = str(mv.version)
         if int(version) >= before_version or version in keep:
             continue
+        superseded.append(version)
         if f"{TAG_PREFIX}superseded_by_erasure" in mv.tags:
             continue
         client.set_model_version_tag(name, version, f"{TAG_PREFIX}superseded_by_erasure", batch_id)
         tagged.append(version)
+    apply_superseded_policy(settings, superseded, keep=keep)
     return tagged
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from forgetflow.deletion import pipeline, promotion
 from forgetflow.deletion.lock import workspace_lock
+from forgetflow.deletion.verification import verify_pending
 from forgetflow.settings import Settings
 
 
@@ -20,10 +21,12 @@ def run_pending(settings: Settings, request_ids: list[str] | None = None, *, met
                 pipeline.version_data(settings, state)
                 pipeline.reference(settings, state, progress=progress)
                 pipeline.unlearn(settings, state, method_override=method, progress=progress)
+                pipeline.escalate_reference(settings, state, progress=progress)
                 pipeline.evaluate(settings, state)
                 promotion.register(settings, state)
                 promotion.promote(settings, state)
-                promotion.erase(settings, state)
+                verify_pending(settings, state)
+                promotion.erase(settings, state)  # a provisional batch is quarantined instead
             summaries.append(promotion.finish(settings, state))
             if request_ids and set(request_ids) <= set(state.request_ids):
                 break

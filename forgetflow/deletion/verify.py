@@ -1,7 +1,8 @@
 """`forgetflow erasure verify REQUEST`: re-run the erasure proof for one request, any time later.
 
 The erased images' hashes come from the batch's tombstone, whose SHA-256 the ledger recorded;
-a tombstone that does not match is itself a finding (the proof cannot be trusted)."""
+a tombstone that does not match is itself a finding (the proof cannot be trusted). The weights of
+superseded versions are checked too (quarantined or deleted as `unlearning.superseded` says)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ def verify_request(settings: Settings, request_id: str) -> dict:
         raise ForgetflowError(f"no request {request_id} in the ledger", "list requests with `forgetflow request list`")
     erased = status.last("erased")
     if erased is None:
-        raise ForgetflowError(f"request {request_id} has not been erased (state: {status.state})", "run `forgetflow process` to finish its batch")
+        if status.state == "rejected":
+            reason = (status.last("rejected") or {}).get("reason", "")
+            raise ForgetflowError(f"request {request_id} was rejected ({reason}): no data was deleted, so there is no erasure to verify", "see `forgetflow audit request ID`; submit a corrected request if it should be honoured")
+        raise ForgetflowError(f"request {request_id} has not been erased (state: {status.state})", "run `forgetflow process` to finish its batch (a provisional batch erases once a reference verifies it)")
     path = settings.workspace / erased["tombstone"]
     problems = []
     if not path.is_file():
@@ -32,4 +36,8 @@ def verify_request(settings: Settings, request_id: str) -> dict:
     ids = {int(s) for s in status.last("validated")["sample_ids"]}
     check = verify_erasure(settings, tombstone["dataset"], hashes, ids)
     problems += check.problems
+    # Weights of versions trained on the erased data: withdrawn as `unlearning.superseded` says.
+    from forgetflow.deletion.superseded import check_superseded_weights
+
+    problems += check_superseded_weights(settings)
     return {"ok": not problems, "problems": problems, "n_hashes": len(hashes), "objects_scanned": check.objects_scanned}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 
@@ -18,8 +18,21 @@ class _Strict(BaseModel):
 
 
 class ReferenceParams(_Strict):
-    policy: Literal["always", "every_n_batches", "never"] = "always"
+    # always | every_n_batches | schedule | never. A batch without its own reference takes the fast
+    # path (reference-free gate, provisional champion); the next reference verifies it (two clocks).
+    policy: Literal["always", "every_n_batches", "schedule", "never"] = "always"
     every_n_batches: int = Field(5, ge=1)
+    # policy `schedule`: batches never retrain; `forgetflow verify` runs on this cron instead
+    # (nightly, weekly or a cron expression), served by `forgetflow serve`.
+    schedule: str = "nightly"
+    urgent_fast_path: bool = True  # a batch holding an urgent request takes the fast path under any policy but `never`
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, value: str) -> str:
+        if value in ("nightly", "weekly", "hourly") or len(value.split()) == 5:
+            return value
+        raise ValueError(f"schedule {value!r}: use nightly, weekly, hourly or a 5-field cron such as '0 3 * * 0'")
     seed: int = 1  # its own seed: the reference must not share the base model's initialisation
     nproc_per_node: int = Field(1, ge=1)  # > 1: DDP retrain under torchrun, one process per GPU (or CPU process)
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on CUDA, gloo on the CPU
@@ -67,10 +80,16 @@ class RelabelGate(_Strict):
 
 
 class NoReferenceGate(_Strict):
-    """Checks for goal `forget` when no reference is available: utility against the original only."""
+    """Checks for goal `forget` when no reference is available (the fast path): utility against the
+    original (the previous champion), and, for sample and subject requests, the forget set against
+    held-out val samples of the same classes: a model that never saw the forget set treats it like
+    any unseen data of its classes."""
 
     max_drop_test_accuracy: float = Field(3.0, ge=0)
     max_drop_retain_accuracy: float = Field(3.0, ge=0)
+    max_gap_heldout_accuracy: float | None = Field(8.0, ge=0)  # |forget acc - held-out acc (class mix of the forget set)|
+    max_gap_heldout_loss_mia: float | None = Field(15.0, ge=0)  # |loss MIA forget vs held-out - 50| (50 = indistinguishable)
+    max_gap_heldout_mia_efficacy: float | None = Field(15.0, ge=0)  # |MIA-efficacy on forget - on held-out|
 
 
 class GateParams(_Strict):

@@ -112,9 +112,35 @@ def split_metrics(
         nonmember_loss = nonmember_loss[np.isin(labels[nonmember], forget_classes)]
     out["loss_mia"] = mia.loss_threshold_mia(features["forget"]["loss"], nonmember_loss, n_splits=s.loss_mia_splits, seed=s.seed, max_per_side=s.max_per_side)
     out["entropy_mia"] = mia.entropy_mia(features["retain"]["entropy"], features[nonmember]["entropy"], features["forget"]["entropy"], seed=s.seed, max_per_side=s.max_per_side)
+    if goal == "forget" and forget_classes is None:
+        out.update(heldout_metrics(features, preds, labels, params))
     out["forget_mean_loss"] = float(features["forget"]["loss"].mean())
     out["forget_mean_confidence"] = float(features["forget"]["confidence"].mean())
     return out, features
+
+
+def heldout_metrics(features: dict, preds: dict, labels: dict, params: EvaluationParams) -> dict[str, float]:
+    """The fast path's reference-free view of forgetting: the forget set against held-out val
+    samples of the same classes (never trained on). Accuracy is reweighted to the forget set's class
+    mix; the loss MIA tries to tell forget from held-out (50 = it cannot); MIA-efficacy is the same
+    attack as `mia_efficacy`, scored on the held-out samples (the value an unseen set gets)."""
+    s = params.mia
+    forget_labels, val_labels = labels["forget"], labels["val"]
+    classes, counts = np.unique(forget_labels, return_counts=True)
+    heldout = np.isin(val_labels, classes)
+    out = {"heldout_samples": float(heldout.sum())}
+    correct = preds["val"] == val_labels
+    per_class = []
+    for cls, count in zip(classes, counts):
+        mask = val_labels == cls
+        if not mask.any():  # a class with no held-out sample: the comparison cannot be made (NaN fails)
+            return {**out, "heldout_accuracy": float("nan"), "heldout_loss_mia": float("nan"), "heldout_mia_efficacy": float("nan")}
+        per_class.append((count, correct[mask].mean()))
+    out["heldout_accuracy"] = float(sum(c * a for c, a in per_class) / counts.sum() * 100.0)
+    out["heldout_loss_mia"] = mia.loss_threshold_mia(features["forget"]["loss"], features["val"]["loss"][heldout], n_splits=s.loss_mia_splits, seed=s.seed, max_per_side=s.max_per_side)
+    nonmember = s.nonmember_split
+    out["heldout_mia_efficacy"] = mia.mia_efficacy(features["retain"]["confidence"], features[nonmember]["confidence"], features["val"]["confidence"][heldout], seed=s.seed, max_per_side=s.max_per_side)
+    return out
 
 
 def closeness(a: Outputs, b: Outputs) -> dict[str, float]:

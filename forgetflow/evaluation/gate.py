@@ -92,11 +92,12 @@ def bound_check(name: str, metric: str, candidate: dict, threshold: float, *, up
 
 def _forget_checks(candidate, original, reference, gate: GateParams, notes: list[str]) -> list[Check]:
     if reference is None:
-        notes.append("no reference: forget accuracy and MIA-efficacy closeness are NOT checked; utility is checked against the original model only")
+        notes.append("no reference: closeness to a retrained model is NOT checked (the next reference verifies it); utility is checked against the original model, the forget set against held-out data of its classes")
         t = gate.no_reference
         return [
             drop_check("retain_accuracy_drop", "retain_accuracy", candidate, original, t.max_drop_retain_accuracy, "original"),
             drop_check("test_accuracy_drop", "test_accuracy", candidate, original, t.max_drop_test_accuracy, "original"),
+            *_heldout_checks(candidate, t, notes),
         ]
     t = gate.forget
     checks = [
@@ -111,6 +112,26 @@ def _forget_checks(candidate, original, reference, gate: GateParams, notes: list
         drop_check("retain_accuracy_drop", "retain_accuracy", candidate, reference, t.max_drop_retain_accuracy, "reference"),
         drop_check("test_accuracy_drop", "test_accuracy", candidate, reference, t.max_drop_test_accuracy, "reference"),
     ]
+    return checks
+
+
+def _heldout_checks(candidate: dict, t, notes: list[str]) -> list[Check]:
+    """Forget set vs held-out val samples of the same classes (reference-free): each gap is
+    two-sided, since forgetting far past unseen data is as visible to an attacker as remembering."""
+    pairs = (
+        ("heldout_accuracy_gap", "forget_accuracy", "heldout_accuracy", t.max_gap_heldout_accuracy, "under-forgetting"),
+        ("heldout_mia_efficacy_gap", "mia_efficacy", "heldout_mia_efficacy", t.max_gap_heldout_mia_efficacy, "over-forgetting"),
+    )
+    checks = []
+    for name, metric, heldout, threshold, higher_means in pairs:
+        if threshold is None:
+            notes.append(f"{name} reported, not gated (evaluation.gate.no_reference threshold is null)")
+            continue
+        check = gap_check(name, metric, candidate, {metric: _number(candidate, heldout)}, threshold, higher_means=higher_means)
+        checks.append(Check(check.name, check.metric, check.value, check.threshold, check.comparison, check.passed, "held-out", check.detail))
+    if t.max_gap_heldout_loss_mia is not None:
+        check = gap_check("heldout_loss_mia_gap", "heldout_loss_mia", candidate, {"heldout_loss_mia": 50.0}, t.max_gap_heldout_loss_mia, higher_means="under-forgetting")
+        checks.append(Check(check.name, check.metric, check.value, check.threshold, check.comparison, check.passed, "held-out", check.detail if check.passed or check.value != check.value else f"{check.detail}: the loss tells forget from held-out"))
     return checks
 
 

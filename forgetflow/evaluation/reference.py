@@ -38,22 +38,43 @@ class Reference:
     meta: dict = field(default_factory=dict)
 
 
-def reference_due(policy: ReferenceParams, batch_number: int | None = None) -> tuple[bool, str]:
+def reference_due(policy: ReferenceParams, batch_number: int | None = None, *, urgent: bool = False, forced: str = "") -> tuple[bool, str]:
     """Whether this batch gets a reference, and why (the reason goes into the gate decision).
 
-    `every_n_batches`: batches are numbered from 1; batches N, 2N, ... get one. The other batches
-    are gated without a reference: a reference trained for an earlier data version still holds
-    the samples deleted since, so it is not a valid stand-in.
+    `every_n_batches`: batches are numbered from 1; batches N, 2N, ... get one. `schedule`: no batch
+    retrains; `forgetflow verify` runs on the policy's cron. A batch holding an urgent request
+    (`urgent`) takes the fast path under any policy but `never`. `forced` (why a verification cannot
+    wait, e.g. a quarantine deadline) makes any policy but `never` train one. A batch without a
+    reference is gated by the reference-free checks; under every policy but `never` its champion is
+    provisional until the next reference verifies it (a reference trained for an earlier data
+    version still holds the samples deleted since, so it is no stand-in).
     """
-    if policy.policy == "always":
-        return True, "reference policy `always`"
     if policy.policy == "never":
         return False, "reference policy `never`: reference checks skipped"
+    if forced:
+        return True, f"reference forced: {forced}"
+    if urgent and policy.urgent_fast_path:
+        return False, "urgent request: fast path, verified by the next reference"
+    if policy.policy == "always":
+        return True, "reference policy `always`"
+    if policy.policy == "schedule":
+        return False, f"reference policy `schedule: {policy.schedule}`: fast path, verified by the scheduled `forgetflow verify`"
     if batch_number is None:
         return True, f"reference policy `every_n_batches: {policy.every_n_batches}` with no batch number: reference trained"
     due = batch_number % policy.every_n_batches == 0
-    state = "due" if due else "not due: reference checks skipped"
+    state = "due" if due else "not due: fast path, verified by the next reference"
     return due, f"reference policy `every_n_batches: {policy.every_n_batches}`, batch {batch_number} {state}"
+
+
+SCHEDULE_CRONS = {"nightly": "0 3 * * *", "weekly": "0 3 * * 0", "hourly": "0 * * * *"}
+
+
+def verification_cron(policy: ReferenceParams) -> str:
+    """The cron of the served `forgetflow verify` deployment: the policy's schedule under
+    `schedule`; otherwise hourly, to catch quarantine deadlines between batches."""
+    if policy.policy == "schedule":
+        return SCHEDULE_CRONS.get(policy.schedule, policy.schedule)
+    return SCHEDULE_CRONS["hourly"]
 
 
 def reference_key(data_md5: str, recipe_hash: str, seed: int) -> str:

@@ -37,7 +37,9 @@ from filelock import FileLock
 from forgetflow.errors import DataIntegrityError
 from forgetflow.requests.schema import RequestError, is_valid_request_id
 
-EVENTS: tuple[str, ...] = ("received", "rejected", "validated", "batched", "unlearned", "evaluated", "registered", "promoted", "erased", "failed")
+EVENTS: tuple[str, ...] = ("received", "rejected", "validated", "batched", "unlearned", "evaluated", "registered", "promoted", "erased", "failed",
+                           # two clocks: promoted on the reference-free gate, then confirmed or overruled by a reference
+                           "promoted-provisional", "verified", "verification-failed")
 # A request in one of these states will not move on; a new request with the same content is allowed.
 CLOSED_STATES = frozenset({"rejected", "failed"})
 RESERVED_FIELDS = frozenset({"seq", "at", "event", "request_id", "prev", "hash"})

@@ -104,7 +104,26 @@ def served_deployments(settings: Settings) -> list:
     common = {"parameters": parameters, "concurrency_limit": _one_at_a_time(), "tags": ["forgetflow"], "version": _version()}
     batch = process_deletions.to_deployment(name=names.batch, schedules=[batch_schedule(settings)], description=f"Scheduled deletion batch of {settings.workspace}", **common)
     urgent = process_deletions.to_deployment(name=names.urgent, triggers=[urgent_trigger(settings)], description=f"Urgent deletion requests of {settings.workspace}", **common)
-    return [batch, urgent, *calibration_deployments(settings, common)]
+    return [batch, urgent, *calibration_deployments(settings, common), verification_deployment(settings, common)]
+
+
+def verification_deployment(settings: Settings, common: dict):
+    """`verify-<ws>`: the second clock on its own schedule. Under reference policy `schedule` it
+    runs on that schedule; otherwise hourly, and verifies only when a quarantine deadline is near
+    (`if_due`): the batches themselves verify when their policy trains a reference."""
+    from prefect.schedules import Cron
+
+    from flows.verify import verify_pending
+    from forgetflow.evaluation.config import evaluation_params
+    from forgetflow.evaluation.reference import verification_cron
+    from forgetflow.params import load_params
+    from forgetflow.service.config import service_params
+
+    params = load_params(settings.params_path)
+    service = service_params(params)
+    cron = verification_cron(evaluation_params(params).reference)
+    parameters = {**common["parameters"], "if_due": True}
+    return verify_pending.to_deployment(name=f"verify-{workspace_tag(settings)}", schedules=[Cron(cron, timezone=service.timezone)], description=f"Reference verification of {settings.workspace}", **{**common, "parameters": parameters})
 
 
 def calibration_deployments(settings: Settings, common: dict) -> list:

@@ -66,7 +66,7 @@ def data_version_of(settings: Settings, version: DatasetVersion) -> str | None:
         return None
 
 
-def validate_requests(settings: Settings, request_ids: list[str], *, dataset: str | None = None, context=None) -> list[ValidationOutcome]:
+def validate_requests(settings: Settings, request_ids: list[str], *, dataset: str | None = None, context=None, batch_id: str | None = None) -> list[ValidationOutcome]:
     """Give each request its own verdict, with the suites run once for the batch (one GX run per
     frame for all requests of the same kind); errors stay per request. A request named twice
     is validated again in a second round, as it would be one batch later."""
@@ -85,7 +85,7 @@ def validate_requests(settings: Settings, request_ids: list[str], *, dataset: st
         found = run_batch([(p.checked_rules, p.frames) for p in prepared.values()], name="batch", context=shared.context)
         for (position, request), results in zip(prepared.items(), found):
             try:
-                outcomes[position] = record(settings, request, results, shared=shared)
+                outcomes[position] = record(settings, request, results, shared=shared, batch_id=batch_id)
             except ForgetflowError as exc:  # changed while the suites ran
                 outcomes[position] = ValidationOutcome(request.request_id, False, error=exc.message)
     return [outcomes[position] for position in range(len(request_ids))]
@@ -202,7 +202,7 @@ def prepare(settings: Settings, request_id: str, *, version: DatasetVersion, lim
     return PreparedRequest(request_id, status, request, version, forget, frames, rules, limits, snapshot.ledger)
 
 
-def record(settings: Settings, prepared: PreparedRequest, results: list[RuleResult], *, shared: DatasetChecks) -> ValidationOutcome:
+def record(settings: Settings, prepared: PreparedRequest, results: list[RuleResult], *, shared: DatasetChecks, batch_id: str | None = None) -> ValidationOutcome:
     """Merge the request's results with the batch's manifest results, write the report and the
     ledger entry (`validated` or `rejected`)."""
     if shared.version is not prepared.version:
@@ -228,6 +228,7 @@ def record(settings: Settings, prepared: PreparedRequest, results: list[RuleResu
         "validation": summary,
         "report": str(report_path.relative_to(settings.workspace)),
         "report_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        **({"batch_id": batch_id} if batch_id else {}),  # a rejection names the batch that made it
     }
     with ledger.lock:
         # Someone else may have moved the request on while the suites ran.
