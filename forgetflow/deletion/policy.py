@@ -49,9 +49,12 @@ GROUP_ORDER: tuple[tuple[str, str], ...] = (
 #   accuracy there. The SVD projection (seed paper, gradient-free, seconds) followed by the repair
 #   step (for classes: fine-tuning on the retained data with a bounded term that keeps the
 #   forgotten class's probability down) passed on 3/3 seeds.
-# - misclassify/relabel: L2UL (seed paper, forget set only) flipped nothing or wrecked the model;
-#   NegGrad+ with its stop rule and a retain term works once the forget term is bounded: for
-#   misclassify, descent towards each instance's runner-up class (flip_to: runner_up), beta 0.97.
+# - misclassify/relabel: NegGrad+ with its stop rule and a retain term works once the forget term
+#   is bounded: for misclassify, descent towards each instance's runner-up class (flip_to:
+#   runner_up), beta 0.97. L2UL (seed paper, forget set only) is not a shipped rung: it flipped
+#   nothing or wrecked the model (-56 to -88 test points) on every request measured, digits and
+#   Fashion-MNIST, and as a last rung it only spent its time budget before the batch fell back.
+#   It stays a `--method` choice and a calibration candidate, which adds it where it passes.
 _NEGGRAD_HELDOUT = {"method": "neggrad_plus", "config": {"beta": 0.9, "heldout_stop": True, "epochs": 20}}
 _NEGGRAD_HELDOUT_REPAIR = {"method": "neggrad_plus", "config": {"beta": 0.9, "heldout_stop": True, "epochs": 20, "repair_epochs": 3}}
 _SAMPLES_FORGET = [_NEGGRAD_HELDOUT_REPAIR, _NEGGRAD_HELDOUT, {"method": "scrub_rewind"}]
@@ -64,11 +67,9 @@ _CLASSES_FORGET = [
 _INSTANCE_MISCLASSIFY = [
     {"method": "neggrad_plus", "config": {"flip_to": "runner_up", "beta": 0.97, "epochs": 30}},
     {"method": "neggrad_plus", "config": {"flip_to": "runner_up", "beta": 0.99, "epochs": 60}},
-    {"method": "l2ul"},
 ]
 _INSTANCE_RELABEL = [
     {"method": "neggrad_plus", "config": {"beta": 0.97, "epochs": 30}},
-    {"method": "l2ul"},
 ]
 SHIPPED_LADDERS: dict[str, dict[str, list[dict]]] = {
     "classes": {"forget": _CLASSES_FORGET},

@@ -11,7 +11,7 @@ MEASURED: dict[str, str] = {
     "l2ul": (
         "Seed method, faithful to the official code; uses the forget set only. FMNIST-3k misclassify 16: test accuracy "
         "-66 points at the paper default, nothing flipped at lr 1e-4; digits misclassify 16: -67 points; about a minute "
-        "for 16 instances. Last rung of the shipped misclassify/relabel ladders."
+        "for 16 instances. Not a shipped rung (it never passed the gate); a --method choice and a calibration candidate."
     ),
     "svd_projection": (
         "Seed method. Digits class requests: passes the class gate (every alpha config). FMNIST-3k class requests "
