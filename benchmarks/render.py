@@ -179,13 +179,25 @@ def _targets(results: Path) -> str | None:
     return "\n".join(["## Targets", "", note, "", "| target | measured | status |", "|---|---|---|", *rows]) + "\n"
 
 
+def _two_clocks(results: Path, plots: Path, prefix: str) -> str | None:
+    """benchmarks/two_clocks.py's report, with the command of each seed's run."""
+    folder = results / "two_clocks"
+    report = folder / "report.md"
+    if not report.exists():
+        return None
+    commands = sorted({json.loads(p.read_text()).get("command", "python -m benchmarks.two_clocks") for p in folder.glob("seed-*.json")})
+    text = report.read_text().rstrip().replace("# Two clocks", "# Two clocks: time to compliance, compute, disagreement (issue 25)", 1)
+    lines = text.splitlines()
+    return "\n".join([lines[0], "", "Command: " + ", ".join(f"`{c}`" for c in commands) + "; per-seed results in `benchmarks/results/two_clocks/seed-*.json`.", *lines[1:]]) + "\n"
+
+
 def sections(results: Path, plots: Path, prefix: str, legacy: bool) -> list[str]:
     from benchmarks import challenge, ladder, methods_report, scaling
 
     parts = []
     for name, builder in (
         ("ladder", ladder.render), ("foundation", None), ("requests_validation", None), ("methods", methods_report.render), ("challenge", challenge.render),
-        ("scaling", scaling.render), ("deletion_flow", None), ("service", None), ("evaluation", None),
+        ("scaling", scaling.render), ("two_clocks", _two_clocks), ("deletion_flow", None), ("service", None), ("evaluation", None),
     ):
         if builder is not None:
             text = builder(results, plots, prefix)

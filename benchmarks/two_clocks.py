@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         fast = run_two_clocks(Stream(data, trained, original, stats, seed, params, print), batches, args.verify_every)
         today = run_every_batch(Stream(data, trained, original, stats, seed, params, print), batches)
         result = {"seed": seed, "n_batches": args.batches, "verify_every": args.verify_every, "per_batch": args.per_batch, "quick": args.quick, "cache": str(CACHE),
+                  "command": "python -m benchmarks.two_clocks " + " ".join(sys.argv[1:] if argv is None else argv),
                   "two_clocks": fast, "every_batch": today, "wall_seconds": time.perf_counter() - started}
         result["summary"] = summarise(result)
         (out / f"seed-{seed}.json").write_text(json.dumps(result, indent=2, default=float))
