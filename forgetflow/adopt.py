@@ -16,7 +16,6 @@ to the user's own is the user's part (README, "Your own model and data").
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -41,14 +40,6 @@ class Adoption:
     layer_stats: str  # "stored", or why not
     params_changed: str | None = None  # what adoption wrote into params.yaml
     aliases: list[str] = field(default_factory=list)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_weights(path: Path) -> tuple[dict, dict | None]:
@@ -231,7 +222,9 @@ def adopt(settings: Settings, checkpoint: Path, *, arch: str | None = None, data
     model = build_adopted(checkpoint, state, saved_spec, model_spec_for(params.model, version.meta), arch=arch, mean=mean, std=std, dataset=name)
     spec = model.spec
     new_params = params_with_arch(settings.params_path, spec.arch)  # checked now, written once registered
-    sha256 = file_sha256(checkpoint)
+    from forgetflow.data.store import sha256_file
+
+    sha256 = sha256_file(checkpoint)
     device = settings.resolved_device()
     with workspace_lock(settings, purpose="adopt"):
         _refuse_second_champion(settings, force)  # again, under the lock

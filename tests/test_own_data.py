@@ -8,30 +8,18 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from forgetflow.cli import app
 from forgetflow.data.importer import import_dataset
 from forgetflow.data.sources import load_source
 from forgetflow.data.store import DatasetVersion
-from forgetflow.errors import DataSourceError, ForgetflowError
+from forgetflow.errors import DataSourceError
 from forgetflow.params import load_params
 from forgetflow.settings import load_settings
 
 from conftest import FAST_PARAMS, make_workspace
+from test_cli import invoke
 from tinyimages import CLASSES, image, read_rows, write_manifest, write_rows
 
-runner = CliRunner()
-
-
-def invoke(*args):
-    """The CLI in-process, as `forgetflow` runs it (ForgetflowError -> message + exit 2)."""
-    result = runner.invoke(app, list(args))
-    if isinstance(result.exception, ForgetflowError):
-        return 2, str(result.exception)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.output
 
 
 def _import(ws, csv, **kwargs):
