@@ -396,8 +396,9 @@ def main(argv: list[str] | None = None) -> None:
             previous = json.loads(path.read_text()) if path.exists() else {}
 
             def save(partial, complete=False):
-                # Kinds this run did not redo (a run of some kinds only) are kept from the earlier file.
-                merged = {**partial, "kinds": {**previous.get("kinds", {}), **partial["kinds"]}, "complete": complete, "command": command}
+                # Kinds this run did not redo (a run of some kinds only), and the earlier file's calibration,
+                # are kept.
+                merged = {**previous, **partial, "kinds": {**previous.get("kinds", {}), **partial["kinds"]}, "complete": complete, "command": command}
                 merged["wall_seconds"] = time.perf_counter() - started
                 path.write_text(json.dumps(merged, indent=2, default=float))
 

@@ -270,3 +270,43 @@ def test_a_slot_held_by_no_lease_is_freed(crashed):
     ws = crashed["ws"]
     run = subprocess.run([sys.executable, "-c", UNLEASED, str(ws)], env=cli_env(ws), capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "got the slot" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_the_ui_of_serve_on_another_port_lists_its_deployments(crashed):
+    """Issue 23, item 6: `forgetflow serve --port P` starts its own server, whose UI must call the
+    API on P, not on Prefect's default 4200. Checked in headless Chromium: the deployments page,
+    rendered by the UI's JavaScript, lists this workspace's deployments."""
+    import shutil
+
+    import httpx
+
+    from forgetflow.service.deployments import deployment_names
+    from localservers import free_port
+
+    browser = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    if browser is None:
+        pytest.skip("no headless Chromium: apt-get install chromium-headless-shell (scripts/setup.sh installs it)")
+    ws, port = crashed["ws"], free_port()
+    names = deployment_names(crashed["settings"])
+    log = ws.parent / "serve-ui.log"
+    with open(log, "w") as out:
+        serve = subprocess.Popen([str(BIN / "forgetflow"), "serve", "--port", str(port), "--no-watch-inbox", "-w", str(ws)], env=cli_env(ws), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                served = {d["name"] for d in httpx.post(f"http://127.0.0.1:{port}/api/deployments/filter", json={}, timeout=5).json()}
+            except (httpx.HTTPError, ValueError, TypeError):
+                served = set()
+            if {names.batch, names.urgent} <= served:
+                break
+            time.sleep(1)
+        chromium = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=15000"]
+        dom = subprocess.run([*chromium, "--dump-dom", f"http://127.0.0.1:{port}/deployments"], capture_output=True, text=True, timeout=120).stdout
+    finally:
+        os.killpg(serve.pid, signal.SIGINT)
+        serve.wait(timeout=60)
+    assert "Can't connect to Server API" not in dom
+    assert names.batch in dom and names.urgent in dom, dom[-1500:]
+    assert servers_left(crashed["home"]) == []
