@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     workspace: Path = Field(default_factory=_default_workspace, description="Root holding data/, mlflow/, params.yaml, dvc.yaml.")
     mlflow_tracking_uri: str | None = Field(default=None, description="Default: an absolute SQLite URI under <workspace>/mlflow/.")
     mlflow_artifact_location: str | None = Field(default=None, description="Default: <workspace>/mlflow/artifacts.")
-    dvc_remote: str | None = Field(default=None, description="DVC remote URL or path. Default: <workspace>/.forgetflow/dvc-remote.")
+    dvc_remote: str | None = Field(default=None, description="DVC remote URL or path. Default: <workspace>/.forgetflow/dvc-remote (written relative to .dvc/, so the workspace can move).")
     dvc_remote_config: dict[str, str] = Field(default_factory=dict, description='Extra DVC remote options as a JSON object, e.g. {"endpointurl": "http://minio:9000"} for S3-compatible storage.')
     device: Literal["auto", "cpu", "cuda", "mps"] | str = Field(default="auto", description="auto = cuda, then mps, then cpu; or e.g. cuda:1.")
     device_limit: str | None = Field(default=None, description="Name of the Prefect concurrency limit that gives one job per device. Default: forgetflow-device-<host>-<device>.")
@@ -100,12 +100,21 @@ class Settings(BaseSettings):
         return {key: value for key, value in env.items() if key not in os.environ}
 
 
-def load_settings(workspace: str | Path | None = None, **overrides) -> Settings:
-    """Settings from the environment, with an explicit workspace (CLI --workspace) taking priority."""
+def load_settings(workspace: str | Path | None = None, *, follow_moves: bool = True, **overrides) -> Settings:
+    """Settings from the environment, with an explicit workspace (CLI --workspace) taking priority.
+
+    Every command, flow and task opens its workspace here, so this is where a workspace that was
+    moved or copied since its stores were written is noticed and its stored locations rewritten
+    (forgetflow/relocation.py; one small file read when nothing moved). `follow_moves=False` is for
+    `forgetflow workspace relocate`, which does it itself and reports it."""
     if workspace is not None:
         overrides["workspace"] = Path(workspace)
     settings = Settings(**overrides)
     from forgetflow.architectures import add_import_root
 
     add_import_root(settings.workspace)  # `model.arch: MODULE:CALLABLE` factories live in the workspace
+    if follow_moves:
+        from forgetflow.relocation import follow_move
+
+        follow_move(settings)
     return settings

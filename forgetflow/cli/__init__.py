@@ -18,9 +18,9 @@ app = typer.Typer(
 )
 
 # Each topic module keeps its commands and adds them with `register(app)`.
-from forgetflow.cli import adoption, calibration, certificates, data, deletion, methods, models, pipeline, requests, service  # noqa: E402
+from forgetflow.cli import adoption, calibration, certificates, data, deletion, methods, models, pipeline, requests, service, workspace  # noqa: E402
 
-for _topic in (pipeline, adoption, calibration, service, data, models, requests, deletion, certificates, methods):
+for _topic in (pipeline, adoption, calibration, service, data, models, requests, deletion, certificates, methods, workspace):
     _topic.register(app)
 
 

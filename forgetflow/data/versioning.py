@@ -52,6 +52,20 @@ def _quiet_dvc_environment(state_dir: Path) -> None:
     logging.getLogger("dvc").setLevel(logging.WARNING)
 
 
+def local_remote_for_config(remote: Path, root: Path) -> str:
+    """How a local remote is written to `.dvc/config.local`: inside the workspace, as DVC's RelPath,
+    which DVC writes relative to `.dvc/` and resolves against it again (dvc/config.py `_to_relpath`,
+    `_resolve`), so the workspace can be moved or copied and still pushes to its own remote;
+    elsewhere, the absolute path."""
+    from dvc.config_schema import RelPath
+
+    try:
+        remote.relative_to(root)
+    except ValueError:
+        return str(remote)
+    return RelPath(str(remote))
+
+
 class DvcWorkspace:
     def __init__(self, root: Path, remote_url: str, state_dir: Path, remote_config: dict | None = None):
         self.root = Path(root)
@@ -80,7 +94,7 @@ class DvcWorkspace:
             remote = self.remote_url
             if "://" not in remote:
                 Path(remote).mkdir(parents=True, exist_ok=True)
-                remote = str(Path(remote).resolve())
+                remote = local_remote_for_config(Path(remote).resolve(), self.root.resolve())
             # The remote lives in config.local: it is machine-specific (a path, an endpoint,
             # perhaps credentials), not project config. DVC validates the options on write.
             with self._repo().config.edit("local") as config:
