@@ -442,6 +442,25 @@ def test_retry_climbs_again_then_promotes_the_reference(retry_batch):
     assert open_ledger(settings).verify().ok
 
 
+def test_a_promoted_reference_is_audited_with_its_lineage(retry_batch):
+    """Issue 24, item 4: a champion that is a promoted reference shows where it came from (the
+    champion it replaced, the data before and after) and reads as the gate's yardstick, not as a
+    model that failed the gate."""
+    from forgetflow.audit import model_chain
+
+    settings, request, summary, champ = retry_batch
+    chain, findings = model_chain(settings, str(champ.version))
+    assert findings == []
+    head, replaced = chain[0], chain[1]
+    assert head["role"] == "reference" and head["relation"].startswith("retrained from scratch")
+    assert head["gate"].startswith("reference") and "rejected" not in head["gate"]
+    assert replaced["version"] == champ.tags["forgetflow.replaces_version"]
+    # The data lineage: this batch's versions before and after (the replaced champion was kept
+    # through the previous batch's erasure, so it is on older data still).
+    assert head["data_md5_before"] and head["data_md5"] and head["data_md5_before"] != head["data_md5"] and replaced["data_md5"]
+    assert champ.tags["forgetflow.gate_passed"] == "not gated (reference)" and champ.tags["forgetflow.candidate_gate_passed"] == "False"
+
+
 @pytest.fixture(scope="module")
 def calibrated(retry_batch):
     """Workspace A: calibration on its champion, then a batch with no ladder pinned in params.yaml."""

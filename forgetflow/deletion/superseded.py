@@ -11,10 +11,11 @@ The version's `forgetflow.weights` tag records the state; erasure verification r
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from forgetflow.errors import ForgetflowError
 from forgetflow.settings import Settings
@@ -43,7 +44,7 @@ def quarantine_root(settings: Settings) -> Path:
 def _local_path(uri: str) -> Path | None:
     parsed = urlparse(uri)
     if parsed.scheme == "file":
-        return Path(parsed.path)
+        return Path(unquote(parsed.path))  # MLflow percent-encodes file URIs (a space is %20)
     if parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a Windows drive)
         return Path(uri)
     return None
@@ -98,6 +99,8 @@ def _move_out(uri: str, destination: Path) -> None:
         if local.exists():
             shutil.rmtree(destination, ignore_errors=True)
             shutil.move(str(local), str(destination))
+        elif not destination.exists():
+            logging.getLogger(__name__).warning("superseded weights to quarantine not found at %s (moved or deleted outside forgetflow)", local)
         return
     import mlflow
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
