@@ -75,3 +75,31 @@ def test_misclassify_towards_the_runner_up_flips_every_instance_and_stops(task):
     assert accuracy(result.model, few) == 0.0
     with pytest.raises(ConfigError, match="flip_to"):
         unlearn("neggrad_plus", task.model, few, retain=task.retain_random, goal="misclassify", config={"flip_to": "sideways"}, progress=False)
+
+
+def test_best_threshold_separates_members_from_unseen():
+    from forgetflow.methods._heldout import _best_threshold
+
+    members = np.array([0.99, 0.98, 0.97, 0.995])
+    unseen = np.array([0.2, 0.5, 0.9, 0.96])
+    threshold = _best_threshold(members, unseen)
+    assert 0.96 < threshold <= 0.97  # every unseen below, every member at or above
+    assert 0.5 <= _best_threshold(np.array([0.9]), np.array([0.5])) <= 0.9
+
+
+def test_confidence_match_goes_on_past_the_accuracy_level(task):
+    """`heldout_stop: confidence` stops only once the forget set is also as often below the
+    confidence attack's threshold as unseen data: never earlier than the accuracy rule."""
+    by_accuracy = unlearn("neggrad_plus", task.model, task.forget_random, retain=task.retain_random, val=task.test, config=STRONG, progress=False)
+    by_confidence = unlearn("neggrad_plus", task.model, task.forget_random, retain=task.retain_random, val=task.test, config={**STRONG, "heldout_stop": "confidence"}, progress=False)
+    assert "membership threshold" in by_confidence.stopped_because or "epochs done" in by_confidence.stopped_because
+    steps = lambda r: sum(1 for _ in r.log)  # noqa: E731
+    assert steps(by_confidence) >= steps(by_accuracy)
+    assert accuracy(by_confidence.model, task.forget_random) <= accuracy(by_accuracy.model, task.forget_random)
+
+
+def test_confidence_match_needs_retain_and_a_known_mode(task):
+    from forgetflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="heldout_stop"):
+        unlearn("neggrad_plus", task.model, task.forget_random, retain=task.retain_random, val=task.test, config={**STRONG, "heldout_stop": "loss"}, progress=False)

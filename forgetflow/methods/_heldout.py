@@ -13,6 +13,7 @@ import torch
 from forgetflow.methods.base import MissingInputError
 from forgetflow.training import autocast, to_tensor
 
+CONFIDENCE_SAMPLE = 1000  # retained samples the confidence match scores at each check
 CHECK_CHUNK = 256  # forget samples per step's worth of checks: larger sets are checked every ceil(n / 256) steps
 
 
@@ -29,7 +30,14 @@ class HeldoutStop:
     needs no errors stops before the first update. Forget sets over 256 samples are checked every
     ceil(n / 256) steps, so a check costs about one pass over 256 samples per step."""
 
-    def __init__(self, method: str, model, forget, val, device: str):
+    def __init__(self, method: str, model, forget, val, device: str, *, match: str = "accuracy", retain=None):
+        if match not in ("accuracy", "confidence"):
+            from forgetflow.errors import ConfigError
+
+            raise ConfigError(f"{method}: heldout_stop must be true, false or 'confidence', got {match!r}", "true stops at the held-out accuracy; 'confidence' also at held-out confidence")
+        if match == "confidence" and (retain is None or len(retain.labels) == 0):
+            raise MissingInputError(f"{method} with heldout_stop: confidence needs 'retain' data", "pass retain=, or set heldout_stop: true")
+        self.match = match
         if val is None or len(val.labels) == 0:
             raise MissingInputError(f"{method} with heldout_stop needs the validation split (val=)", "pass val=, or set heldout_stop: false")
         self.model, self.device = model, device
@@ -41,6 +49,16 @@ class HeldoutStop:
         if not weighted:
             raise MissingInputError(f"{method}: the validation split has no sample of the forget set's classes", "heldout_stop needs held-out data of the forget set's classes; set heldout_stop: false")
         self.target = 100.0 * sum(c * a for c, a in weighted) / sum(c for c, _ in weighted)
+        if match == "confidence":
+            pick = np.random.default_rng(0).permutation(len(retain.labels))[:CONFIDENCE_SAMPLE]
+            self.retain_x = to_tensor(retain.images[np.sort(pick)])
+            self.retain_y = torch.from_numpy(np.asarray(retain.labels, dtype=np.int64)[np.sort(pick)].copy())
+            self.val_x, self.val_y = val_x, val_y
+            # The forget set's class mix, as weights on the validation samples of each class.
+            mix = dict(zip(labels.tolist(), counts.tolist()))
+            per_class = {label: int((val_y == label).sum()) for label in mix}
+            self.val_weight = torch.tensor([mix.get(int(y), 0) / per_class[int(y)] if per_class.get(int(y)) else 0.0 for y in val_y.tolist()], dtype=torch.float64)
+            self.confident_target = float("nan")
         n = len(self.y)
         self.errors_needed = math.floor(n * (100.0 - self.target) / 100.0 + 1e-9)
         self.checks, self.steps = 0, 0
@@ -65,15 +83,64 @@ class HeldoutStop:
         self.checks += 1
         return self._measure()
 
+    def _true_confidence(self, x, y) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(y), 512):
+                with autocast(self.device):
+                    logits = self.model(x[start : start + 512].to(self.device)).float()
+                out.append(logits.softmax(1).gather(1, y[start : start + 512, None].to(self.device)).squeeze(1).cpu())
+        self.model.train(was_training)
+        return torch.cat(out)
+
     def _measure(self) -> bool:
         correct = int(self._correct(self.x, self.y).sum())
         self.last = 100.0 * correct / len(self.y)
         self.done = len(self.y) - correct >= self.errors_needed
+        if self.done and self.match == "confidence":
+            self.done = self._confidence_reached()
         return self.done
+
+    def _confidence_reached(self) -> bool:
+        """The confidence-based membership attack's view (the gate's MIA-efficacy: an SVC on the
+        true-label confidence, retain vs unseen): the share of the forget set below the confidence
+        threshold that best tells the current model's retained samples from validation samples must
+        reach the share of validation samples of the forget set's classes below it, rounded down."""
+        members = self._true_confidence(self.retain_x, self.retain_y)
+        unseen = self._true_confidence(self.val_x, self.val_y)
+        threshold = _best_threshold(members.numpy(), unseen.numpy())
+        below_val = float((self.val_weight * (unseen < threshold).double()).sum() / self.val_weight.sum())
+        below_forget = int((self._true_confidence(self.x, self.y) < threshold).sum())
+        self.confident_target = 100.0 * below_val
+        self.confident_last = 100.0 * below_forget / len(self.y)
+        return below_forget >= math.floor(len(self.y) * below_val + 1e-9)
 
     def summary(self, epochs: int) -> str:
         if self.done and self.steps == 0:
             return f"nothing to unlearn: forget accuracy {self.last:.1f}% is already at the held-out level ({self.target:.1f}%, {self.errors_needed} error(s) expected of {len(self.y)})"
+        if self.done and self.match == "confidence":
+            return f"forget accuracy {self.last:.1f}% and share below the membership threshold {self.confident_last:.1f}% reached the held-out levels ({self.target:.1f}%, {self.confident_target:.1f}%) after {self.steps} steps"
         if self.done:
             return f"forget accuracy {self.last:.1f}% reached the held-out accuracy {self.target:.1f}% after {self.steps} steps"
         return f"{epochs} epochs done before the forget accuracy reached the held-out accuracy ({self.last:.1f}% vs {self.target:.1f}%)"
+
+
+def _best_threshold(members: np.ndarray, unseen: np.ndarray) -> float:
+    """The confidence threshold that best separates members (at or above) from unseen samples
+    (below), by balanced accuracy: the one-feature attack the gate's SVC approximates."""
+    values = np.concatenate([members, unseen])
+    is_member = np.concatenate([np.ones(len(members)), np.zeros(len(unseen))])
+    order = np.argsort(values, kind="stable")
+    values, is_member = values[order], is_member[order]
+    # Predicting "unseen" for the first i sorted values: true-negative and false-negative rates.
+    unseen_below = np.concatenate([[0.0], np.cumsum(1 - is_member)]) / max(len(unseen), 1)
+    members_below = np.concatenate([[0.0], np.cumsum(is_member)]) / max(len(members), 1)
+    balanced = (unseen_below + (1 - members_below)) / 2
+    cut = int(np.argmax(balanced))
+    if cut == 0:
+        return float(values[0])
+    if cut == len(values):
+        return float(np.nextafter(values[-1], np.inf))
+    return float((values[cut - 1] + values[cut]) / 2)

@@ -6,7 +6,11 @@ paper value for beta, so the default 0.99 is ours (searched over {0.9, 0.95, 0.9
 SGD lr 0.01, momentum 0.9, weight decay 5e-4, 5 epochs, batch 64 for both streams.
 
 Goals (`goal=` of `forgetflow.methods.unlearn`):
-  * `forget` (the paper's setting): the loss above for `epochs` epochs; no stop rule.
+  * `forget` (the paper's setting): the loss above for `epochs` epochs; no stop rule, unless
+    `heldout_stop` (forgetflow's, `_heldout.py`): `true` stops once the forget set is no more
+    accurate than held-out data of its classes; `confidence` goes on until it is also as often
+    below the confidence attack's member threshold as held-out data (the gate's MIA-efficacy sees
+    confidence, not accuracy).
   * `misclassify`: the same loss (ascent on the forget instances' true labels, descent on the
     retain data), stopped as soon as every forget instance is predicted away from its label.
     With `flip_to: runner_up` (forgetflow's variant, not the paper's) the forget term instead
@@ -52,7 +56,8 @@ def neggrad_plus(model, forget, *, retain, config, seed, device, goal="forget", 
     beta = config["beta"]
     if goal != "forget":
         return _instance_goal(model, forget, retain, config, generator, optimizer, timer, device, goal, progress)
-    heldout = HeldoutStop("neggrad_plus", model, forget, val, device) if config["heldout_stop"] else None
+    stop = config["heldout_stop"]
+    heldout = HeldoutStop("neggrad_plus", model, forget, val, device, match="accuracy" if stop is True else stop, retain=retain) if stop else None
 
     def epoch(_):
         model.train()
