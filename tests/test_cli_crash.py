@@ -305,8 +305,14 @@ def test_the_ui_of_serve_on_another_port_lists_its_deployments(crashed):
         chromium = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--virtual-time-budget=15000"]
         dom = subprocess.run([*chromium, "--dump-dom", f"http://127.0.0.1:{port}/deployments"], capture_output=True, text=True, timeout=120).stdout
     finally:
-        os.killpg(serve.pid, signal.SIGINT)
-        serve.wait(timeout=60)
+        os.killpg(serve.pid, signal.SIGINT)  # as Ctrl-C would; serve stops its own server
+        try:
+            stopped = serve.wait(timeout=120) is not None
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+            stopped = False
+    assert stopped, "serve did not stop on SIGINT: " + log.read_text()[-2000:]
     assert "Can't connect to Server API" not in dom
     assert names.batch in dom and names.urgent in dom, dom[-1500:]
     assert servers_left(crashed["home"]) == []

@@ -67,21 +67,50 @@ def catch_up(settings: Settings) -> str | None:
     return run.name
 
 
-def _stop_gracefully_on_signals(runner) -> None:
-    """SIGTERM (a service manager, `kill`) and SIGINT (Ctrl-C) both start the runner's graceful
-    shutdown: it cancels the in-flight runs and waits up to 30 s for them to exit, so they release
-    their concurrency slots, and a cancelled batch resumes from `.forgetflow/batches/` next time.
-    A KeyboardInterrupt would cancel the runner's event loop instead, which SIGKILLs the runs: they
-    stay RUNNING and hold their slots until the leases expire. A signal during start-up, or a second
-    one while shutting down, exits at once."""
-    import signal
+class _Signals:
+    """SIGTERM (a service manager, `kill`) and SIGINT (Ctrl-C), from the first line of `serve` on.
 
-    signal.signal(signal.SIGTERM, runner.handle_sigterm)
-    signal.signal(signal.SIGINT, runner.handle_sigterm)
+    Once the runner has started, both start its graceful shutdown: it cancels the in-flight runs
+    and waits up to 30 s for them to exit, so they release their concurrency slots, and a cancelled
+    batch resumes from `.forgetflow/batches/` next time. (A KeyboardInterrupt would cancel the
+    runner's event loop instead, which SIGKILLs the runs: they stay RUNNING and hold their slots
+    until the leases expire.) Before that, during start-up, a signal is only recorded: raised as
+    KeyboardInterrupt inside Prefect's client calls it was swallowed, and `serve` went on serving
+    (seen under load). Start-up checks the record between steps and does not start the runner; a
+    runner that started meanwhile is stopped by `watch` as soon as it is up."""
+
+    def __init__(self):
+        import signal
+
+        self.requested, self.runner = False, None
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, self._handle)
+
+    def _handle(self, *_):
+        runner = self.runner
+        if runner is not None and runner.started and not runner.stopping:
+            runner.handle_sigterm()
+        self.requested = True
+
+    def watch(self, runner) -> None:
+        """From now on signals go to this runner; a signal that came before it was up stops it then."""
+        import threading
+        import time
+
+        self.runner = runner
+
+        def stop_when_up():
+            while not runner.started and self.runner is runner:
+                time.sleep(0.1)
+            if self.requested and not runner.stopping:
+                runner.handle_sigterm()
+
+        threading.Thread(target=stop_when_up, name="forgetflow-serve-signals", daemon=True).start()
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:
     """Serve until SIGINT/SIGTERM; stops the server it started and the watcher on the way out."""
+    signals = _Signals()
     server = prepare_environment(settings, options)
     say = options.on_event
     watcher = None
@@ -99,6 +128,9 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         from forgetflow.service.slots import LEASES_ENV
         from forgetflow.service.watcher import InboxWatcher
 
+        if signals.requested:  # stopped while the server started
+            say("stopped before serving")
+            return
         service = service_params(load_params(settings.params_path))
         limits = ensure_limits(settings)
         names = deployment_names(settings)
@@ -127,11 +159,12 @@ def serve(settings: Settings, options: ServeOptions) -> None:
             watcher = InboxWatcher(settings, service.inbox_poll_s, on_report=lambda r: say(f"inbox: {len(r.processed)} recorded, {len(r.rejected)} rejected"))
             watcher.start()
             say(f"  watching the inbox every {service.inbox_poll_s:g} s")
-        _stop_gracefully_on_signals(runner)
-        try:
-            asyncio.run(runner.start())
-        except (KeyboardInterrupt, TerminationSignal):
-            pass
+        if not signals.requested:
+            signals.watch(runner)
+            try:
+                asyncio.run(runner.start())
+            except (KeyboardInterrupt, TerminationSignal):
+                pass
         say("stopped (schedules stay active)")
     finally:
         if watcher is not None:
