@@ -157,10 +157,13 @@ def _targets(results: Path) -> str | None:
     if found:
         rows += methods_report.targets(found)
     rows += _pipeline_targets(results)
-    from benchmarks import ladder
+    from benchmarks import calibrate_demo, ladder, ladder_scale
 
-    if (results / "ladder").is_dir():
-        rows = ladder.targets(ladder.load_results(results / "ladder")) + rows
+    unlearning = ladder.targets(ladder.load_results(results / "ladder")) if (results / "ladder").is_dir() else []
+    scale = results / "ladder" / "scale.json"
+    if scale.exists():
+        unlearning += ladder_scale.targets(json.loads(scale.read_text()))
+    rows = unlearning + calibrate_demo.targets(results) + rows
     for folder in (results / "quick", results):
         path = folder / "suite.json"
         if path.exists():

@@ -256,12 +256,21 @@ def _trial(proxy, method, config, original, forget, retain, retain_all, val, sta
     except ForgetflowError as exc:
         return Trial(proxy.name, proxy.kind, proxy.goal, method, config, False, f"could not run: {exc.message}", 0.0, float("nan"), float("nan"), False, exc.message)
     # The validation split stands in for the test split: selection never sees test data.
-    evaluation = evaluate_candidate(
-        original, result.model, reference, forget=forget, retain=retain_all, val=val, test=val,
-        request_kind=proxy.kind, goal=proxy.goal, forget_classes=np.unique(forget.labels) if proxy.kind == "classes" else None,
-        new_labels=proxy.new_labels, params=eval_params, candidate_seconds=result.seconds, reference_seconds=retrain_seconds if reference is not None else None,
-        reference_required=reference is not None, device=device, outputs_cache=cache,
-    )
+    try:
+        evaluation = evaluate_candidate(
+            original, result.model, reference, forget=forget, retain=retain_all, val=val, test=val,
+            request_kind=proxy.kind, goal=proxy.goal, forget_classes=np.unique(forget.labels) if proxy.kind == "classes" else None,
+            new_labels=proxy.new_labels, params=eval_params, candidate_seconds=result.seconds, reference_seconds=retrain_seconds if reference is not None else None,
+            reference_required=reference is not None, device=device, outputs_cache=cache,
+        )
+    except (ValueError, FloatingPointError, RuntimeError) as exc:
+        # A config that diverges (non-finite weights, NaN outputs) is a failed trial, as a rung of
+        # the ladder is (forgetflow.ladder.climb), not the end of the calibration.
+        from forgetflow.ladder import _finite
+
+        why = "non-finite outputs: the method diverged" if not _finite(result.model) or "NaN" in str(exc) or "infinity" in str(exc) else str(exc)
+        ratio = result.seconds / retrain_seconds if retrain_seconds > 0 else float("nan")
+        return Trial(proxy.name, proxy.kind, proxy.goal, method, dict(config), False, f"REJECTED: the candidate could not be evaluated ({why})", float(result.seconds), float(ratio), float("nan"), not (ratio > max_time_ratio))
     candidate = evaluation.metrics["candidate"]
     from forgetflow.evaluation.metrics import avg_gap
 

@@ -513,3 +513,16 @@ def test_the_next_batch_climbs_the_calibrated_ladder(calibrated):
     ladder = batch_state(settings, summary["batch_id"])["steps"]["ladder"]["0"]
     assert ladder["rungs"] == [r.model_dump() for r in rungs] and ladder["source"] == unlearned["ladder_source"]
     assert [o["config"] for o in ladder["outcomes"]] and all(o["config"].items() >= rungs[o["index"]].config.items() for o in ladder["outcomes"])
+
+
+def test_a_calibration_trial_that_diverges_is_a_failed_trial(tiny):
+    """`forgetflow calibrate` on a fresh digits workspace once ended in `ValueError: Input X contains
+    NaN` from the MIA's SVC: a search-space config diverged. Such a trial fails; calibration goes on."""
+    from forgetflow.calibration import Proxy, _trial
+    from forgetflow.evaluation.config import EvaluationParams
+
+    splits, model, forget, retain = tiny
+    proxy = Proxy(name="samples", kind="samples", goal="forget", forget_index=np.arange(20))
+    trial = _trial(proxy, "gradient_ascent", {"lr": 1000.0, "epochs": 5}, model, forget, retain, retain, splits.val, None, model, 10.0,
+                   EvaluationParams(), {}, 0, "cpu", 0.25)
+    assert not trial.passed and "diverged" in trial.reason and trial.score != trial.score  # NaN: never selected

@@ -28,11 +28,12 @@ MEASURED: dict[str, str] = {
     "neggrad_plus": (
         "Default under-forgets FMNIST-3k random 10 % (forget +10 points, MIA gap -14). With heldout_stop "
         "(forgetflow's rule) beta 0.9 (benchmark, seeds 0-4): random samples, the shipped ladder (3 repair epochs, then "
-        "none) promoted a candidate on 4 of 5 seeds, 3 at its first rung (Avg. Gap 2.0-2.4, about 1.6x the noise "
-        "floor); subjects 2 of 5, both at the first rung (no repair; the repair step did not help there). "
-        "What still fails is the confidence MIA (forget set 5-9 points more 'member' than for the reference) and, on "
-        "one seed in five, a gate that rejects a second retrain too. Misclassify with flip_to runner_up, beta 0.97: "
-        "16 instances all flipped at -1.45 test points, 64 at -2.25."
+        "none, then heldout_stop: confidence) promoted a candidate on 5 of 5 seeds, 3 at its first rung (Avg. Gap "
+        "1.6-2.4, 1.5x the noise floor); subjects 2 of 5, both at the first rung (no repair). What still fails is the "
+        "confidence MIA (forget set 5-9 points more 'member' than for the reference) and, on one seed in five, a gate "
+        "that rejects a second retrain too. Misclassify with flip_to runner_up (beta 0.97, then 0.99), seeds 0-4: "
+        "16 instances all flipped within 2 test points on 2 of 5 seeds (drops up to 4.1 elsewhere), 64 on none "
+        "(2.25-4.0), 128 at most 52 % flipped."
     ),
     "scrub": "FMNIST-3k random 10 %: the default loses 8.7 points of retain accuracy (its weight decay 0.1 does the forgetting); lr 1e-4 under-forgets.",
     "scrub_rewind": "FMNIST-3k random 10 %: rewinding hits the held-out forget error (13.3 % vs 13.1 %) but the retain accuracy is 8.9 points low (SCRUB's weight decay); third shipped rung.",
