@@ -77,7 +77,8 @@ class _Signals:
     until the leases expire.) Before that, during start-up, a signal is only recorded: raised as
     KeyboardInterrupt inside Prefect's client calls it was swallowed, and `serve` went on serving
     (seen under load). Start-up checks the record between steps and does not start the runner; a
-    runner that started meanwhile is stopped by `watch` as soon as it is up."""
+    runner that started meanwhile is stopped by `watch` as soon as it is up. A second signal while
+    the runner shuts down exits at once, as Prefect's own handler does."""
 
     def __init__(self):
         import signal
@@ -87,10 +88,10 @@ class _Signals:
             signal.signal(number, self._handle)
 
     def _handle(self, *_):
-        runner = self.runner
-        if runner is not None and runner.started and not runner.stopping:
-            runner.handle_sigterm()
         self.requested = True
+        runner = self.runner
+        if runner is not None and runner.started:
+            runner.handle_sigterm()  # the first starts the graceful shutdown, a second exits at once
 
     def watch(self, runner) -> None:
         """From now on signals go to this runner; a signal that came before it was up stops it then."""
