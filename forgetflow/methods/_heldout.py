@@ -44,7 +44,7 @@ class HeldoutStop:
         self.x, self.y = to_tensor(forget.images), torch.from_numpy(np.asarray(forget.labels, dtype=np.int64).copy())
         labels, counts = np.unique(forget.labels, return_counts=True)
         val_x, val_y = to_tensor(val.images), torch.from_numpy(np.asarray(val.labels, dtype=np.int64).copy())
-        correct = self._correct(val_x, val_y)
+        correct = self._logits(val_x).argmax(1) == val_y
         weighted = [(count, float(correct[val_y == label].float().mean())) for label, count in zip(labels.tolist(), counts.tolist()) if bool((val_y == label).any())]
         if not weighted:
             raise MissingInputError(f"{method}: the validation split has no sample of the forget set's classes", "heldout_stop needs held-out data of the forget set's classes; set heldout_stop: false")
@@ -65,14 +65,15 @@ class HeldoutStop:
         self.every = max(1, math.ceil(n / CHECK_CHUNK))
         self._measure()
 
-    def _correct(self, x, y) -> torch.Tensor:
+    def _logits(self, x) -> torch.Tensor:
+        """The model's logits on `x` in eval mode, leaving its train/eval mode as it was."""
         was_training = self.model.training
         self.model.eval()
         out = []
         with torch.no_grad():
-            for start in range(0, len(y), 512):
+            for start in range(0, len(x), 512):
                 with autocast(self.device):
-                    out.append(self.model(x[start : start + 512].to(self.device)).float().argmax(1).cpu() == y[start : start + 512])
+                    out.append(self.model(x[start : start + 512].to(self.device)).float().cpu())
         self.model.train(was_training)
         return torch.cat(out)
 
@@ -83,36 +84,29 @@ class HeldoutStop:
         self.checks += 1
         return self._measure()
 
-    def _true_confidence(self, x, y) -> torch.Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(y), 512):
-                with autocast(self.device):
-                    logits = self.model(x[start : start + 512].to(self.device)).float()
-                out.append(logits.softmax(1).gather(1, y[start : start + 512, None].to(self.device)).squeeze(1).cpu())
-        self.model.train(was_training)
-        return torch.cat(out)
+    @staticmethod
+    def _true_confidence(logits, y) -> torch.Tensor:
+        return logits.softmax(1).gather(1, y[:, None]).squeeze(1)
 
     def _measure(self) -> bool:
-        correct = int(self._correct(self.x, self.y).sum())
+        logits = self._logits(self.x)
+        correct = int((logits.argmax(1) == self.y).sum())
         self.last = 100.0 * correct / len(self.y)
         self.done = len(self.y) - correct >= self.errors_needed
         if self.done and self.match == "confidence":
-            self.done = self._confidence_reached()
+            self.done = self._confidence_reached(self._true_confidence(logits, self.y))
         return self.done
 
-    def _confidence_reached(self) -> bool:
+    def _confidence_reached(self, forget_confidence: torch.Tensor) -> bool:
         """The confidence-based membership attack's view (the gate's MIA-efficacy: an SVC on the
         true-label confidence, retain vs unseen): the share of the forget set below the confidence
         threshold that best tells the current model's retained samples from validation samples must
         reach the share of validation samples of the forget set's classes below it, rounded down."""
-        members = self._true_confidence(self.retain_x, self.retain_y)
-        unseen = self._true_confidence(self.val_x, self.val_y)
+        members = self._true_confidence(self._logits(self.retain_x), self.retain_y)
+        unseen = self._true_confidence(self._logits(self.val_x), self.val_y)
         threshold = _best_threshold(members.numpy(), unseen.numpy())
         below_val = float((self.val_weight * (unseen < threshold).double()).sum() / self.val_weight.sum())
-        below_forget = int((self._true_confidence(self.x, self.y) < threshold).sum())
+        below_forget = int((forget_confidence < threshold).sum())
         self.confident_target = 100.0 * below_val
         self.confident_last = 100.0 * below_forget / len(self.y)
         return below_forget >= math.floor(len(self.y) * below_val + 1e-9)
