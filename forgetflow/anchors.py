@@ -137,11 +137,11 @@ def _mlflow_anchors(settings: Settings) -> list[Anchor]:
     client = _client(settings)
     anchors = []
     for mv in client.search_model_versions(f"name='{settings.registered_model_name}'"):
-        for point, tag in HEAD_TAGS.items():
+        for tag in HEAD_TAGS.values():
             if tag in mv.tags:
                 anchors.append(_parse(f"MLflow tag {tag} of version {mv.version}", mv.tags[tag]))
         run_tags = client.get_run(mv.run_id).data.tags if mv.run_id else {}
-        for point, tag in HEAD_TAGS.items():
+        for tag in HEAD_TAGS.values():
             if tag in run_tags:
                 anchors.append(_parse(f"MLflow tag {tag} of run {mv.run_id} (version {mv.version})", run_tags[tag]))
     return anchors

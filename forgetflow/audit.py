@@ -14,8 +14,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from forgetflow.clocks import request_clocks
 from forgetflow.errors import ForgetflowError
 from forgetflow.requests.intake import open_ledger
+from forgetflow.report_format import test_accuracy
 from forgetflow.settings import Settings
 from forgetflow.tracking import TAG_PREFIX, configure
 
@@ -78,18 +80,6 @@ REQUEST_FIELDS = ("kind", "goal", "n_targets", "reason", "requested_by", "urgent
 # Entry fields an audit shows: never sample IDs or targets (they name what was erased).
 HIDDEN_FIELDS = frozenset({"sample_ids", "targets", "new_labels", "prev"})
 COMPLIANT_EVENTS = ("promoted", "promoted-provisional", "verification-failed")
-
-
-def request_clocks(entries: list[dict], request_id: str) -> dict:
-    """The two clocks (forgetflow/clocks.py) where that module exists; else submitted and erased
-    times from the ledger alone."""
-    try:
-        from forgetflow.clocks import request_clocks as clocks
-    except ImportError:
-        history = [e for e in entries if e.get("request_id") == request_id]
-        first = lambda event: next((e.get("at") for e in history if e.get("event") == event), None)  # noqa: E731
-        return {"submitted_at": first("received"), "erased_at": first("erased")}
-    return clocks(entries, request_id)
 
 
 def audit_request(settings: Settings, request_id: str) -> RequestAudit:
@@ -169,7 +159,7 @@ def model_chain(settings: Settings, version: str) -> tuple[list[dict], list[str]
         chain.append({
             "version": current, "role": role, "batch_id": tags.get("batch_id"), "method": tags.get("method", "train"),
             "data_md5": tags.get("data_md5"), "data_md5_before": tags.get("data_md5_before"), "aliases": mv["aliases"],
-            "test_accuracy": _test_accuracy(mv["metrics"]), "gate": _gate_label(tags), "relation": "retrained from scratch, replacing" if role == "reference" else "unlearned from",
+            "test_accuracy": test_accuracy(mv["metrics"]), "gate": _gate_label(tags), "relation": "retrained from scratch, replacing" if role == "reference" else "unlearned from",
             "superseded_by_erasure": tags.get("superseded_by_erasure"), "weights": tags.get("weights", "kept"),
         })
         batch = tags.get("batch_id")
@@ -192,13 +182,6 @@ def _gate_label(tags: dict) -> str:
     if role != "candidate":
         return "-"
     return "passed" if tags.get("gate_passed") == "True" else "rejected"
-
-
-def _test_accuracy(metrics: dict) -> float | None:
-    if "test_accuracy" in metrics:
-        return metrics["test_accuracy"]
-    keys = sorted(k for k in metrics if k.endswith("candidate.test_accuracy"))
-    return metrics[keys[0]] if keys else None
 
 
 def audit_report(settings: Settings, out_dir: Path | None = None) -> Path:

@@ -6,6 +6,7 @@ import textwrap
 from pathlib import Path
 
 from forgetflow.deletion.batch_record import RETAIN_AWARE_METRIC
+from forgetflow.report_format import test_accuracy
 
 ROLE_COLOURS = {"bootstrap": "#4c72b0", "adopted": "#8172b2", "candidate": "#55a868", "reference": "#dd8452"}
 
@@ -63,16 +64,9 @@ def plot_lineage(versions: dict[str, dict], path: Path) -> Path:
     return path
 
 
-def accuracy(metrics: dict) -> float | None:
-    if "test_accuracy" in metrics:
-        return metrics["test_accuracy"]
-    keys = sorted(k for k in metrics if k.endswith("candidate.test_accuracy"))
-    return metrics[keys[0]] if keys else None
-
-
 def retain_aware(metrics: dict) -> float | None:
     """Accuracy on the classes still trained on (falls back to test accuracy: all classes kept)."""
-    return metrics.get(RETAIN_AWARE_METRIC, accuracy(metrics))
+    return metrics.get(RETAIN_AWARE_METRIC, test_accuracy(metrics))
 
 
 def plot_trends(versions: dict[str, dict], chain: list[str], path: Path) -> Path:
@@ -83,7 +77,7 @@ def plot_trends(versions: dict[str, dict], chain: list[str], path: Path) -> Path
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.4))
     xs = list(range(len(chain)))
-    for getter, label, style in ((accuracy, "test accuracy (all classes)", "o-"), (retain_aware, "retain-aware accuracy (classes still trained on)", "s--")):
+    for getter, label, style in ((test_accuracy, "test accuracy (all classes)", "o-"), (retain_aware, "retain-aware accuracy (classes still trained on)", "s--")):
         points = [(x, getter(versions[v]["metrics"])) for x, v in zip(xs, chain)]
         points = [(x, y) for x, y in points if y is not None]
         if points:

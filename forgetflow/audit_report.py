@@ -9,7 +9,6 @@ strings are escaped; no sample ID or clear-text subject ID is shown. `audit.json
 
 from __future__ import annotations
 
-import html
 import json
 import os
 from datetime import datetime, timezone
@@ -17,11 +16,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from forgetflow.report_format import STYLE, when
+from forgetflow.report_format import escape as _e
 from forgetflow.settings import Settings
-
-
-def _e(value) -> str:
-    return html.escape("" if value is None else str(value))
 
 
 def mlflow_ui(settings: Settings) -> str:

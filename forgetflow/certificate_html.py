@@ -3,14 +3,10 @@ Every stored string is escaped; the JSON file stays the document of record."""
 
 from __future__ import annotations
 
-import html
 import json
 
 from forgetflow.report_format import STYLE, when
-
-
-def _e(value) -> str:
-    return html.escape("" if value is None else str(value))
+from forgetflow.report_format import escape as _e
 
 
 def _rows(pairs) -> str:

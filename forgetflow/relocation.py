@@ -119,7 +119,7 @@ def follow_move(settings: Settings) -> Relocation | None:
             return None
         if old is None:
             old = infer_old_root(settings)
-        if old is None or old == str(settings.workspace):
+        if old is None:  # infer_old_root never names the current root
             # First sight of this workspace here (new, or written before the record existed).
             _normalise_dvc_config_quietly(settings)
             try:
@@ -430,9 +430,9 @@ def relative_in_workspace(value: str, root: Path, base: Path, old: str | None = 
 def _normalise_dvc_config_quietly(settings: Settings) -> None:
     """An older workspace seen for the first time: its absolute in-workspace remote becomes relative,
     so a later `mv` needs nothing from DVC. Cheap when there is nothing to do (a text search)."""
-    if not any(str(settings.workspace) in path.read_text(errors="replace") for path in _dvc_config_files(settings.workspace)):
-        return
     try:
+        if not any(str(settings.workspace) in path.read_text(errors="replace") for path in _dvc_config_files(settings.workspace)):
+            return
         rewrite_dvc_config(settings.workspace, str(settings.workspace))
     except (OSError, WorkspaceError):
         pass  # read-only or damaged: `forgetflow workspace relocate` reports it

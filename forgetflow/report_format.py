@@ -1,7 +1,9 @@
-"""Shared look of the HTML audit pages: one stylesheet and human-readable timestamps."""
+"""Shared look of the HTML audit pages: one stylesheet, escaping, human-readable timestamps, and
+the test accuracy a registered version reports."""
 
 from __future__ import annotations
 
+import html
 from datetime import datetime, timezone
 
 STYLE = (
@@ -23,3 +25,16 @@ def when(at) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone(timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def escape(value) -> str:
+    """HTML text of any value (None is empty)."""
+    return html.escape("" if value is None else str(value))
+
+
+def test_accuracy(metrics: dict) -> float | None:
+    """A version's test accuracy: its own metric, or the candidate's of the batch run that logged it."""
+    if "test_accuracy" in metrics:
+        return metrics["test_accuracy"]
+    keys = sorted(k for k in metrics if k.endswith("candidate.test_accuracy"))
+    return metrics[keys[0]] if keys else None

@@ -80,7 +80,8 @@ def _log_retain_aware(settings: Settings, state: BatchState, registered: dict, c
 
     versioned = state.steps["versioned"]
     data = DatasetVersion(settings.data_dir / versioned["dataset"])
-    kept = set(np.unique(data.load("train").labels).tolist())
+    manifest = data.manifest
+    kept = set(manifest.loc[manifest["split"] == "train", "label"].astype(int).unique().tolist())
     test = data.load("test")
     mask = np.isin(test.labels, sorted(kept))
     if not mask.any():

@@ -129,7 +129,7 @@ def check_superseded_weights(settings: Settings) -> list[str]:
     policy = superseded_policy(settings)
     client = _client(settings)
     name = settings.registered_model_name
-    problems = []
+    problems, any_quarantined = [], False
     for mv in client.search_model_versions(f"name='{name}'"):
         tags, version = mv.tags, str(mv.version)
         if f"{TAG_PREFIX}superseded_by_erasure" not in tags:
@@ -142,8 +142,8 @@ def check_superseded_weights(settings: Settings) -> list[str]:
             local = _local_path(uri)
             if local is not None and local.exists() and any(local.rglob("*")):
                 problems.append(f"superseded v{version}: weights marked {state} are still in the artifact store ({uri})")
-        if state == "quarantined":
-            root = quarantine_root(settings)
-            if root.exists() and root.stat().st_mode & 0o077:
-                problems.append(f"the quarantine folder {root.relative_to(settings.workspace)} is readable by others (mode {oct(root.stat().st_mode & 0o777)})")
+        any_quarantined = any_quarantined or state == "quarantined"
+    root = quarantine_root(settings)
+    if any_quarantined and root.exists() and root.stat().st_mode & 0o077:  # one line, not one per version
+        problems.append(f"the quarantine folder {root.relative_to(settings.workspace)} is readable by others (mode {oct(root.stat().st_mode & 0o777)})")
     return problems
